@@ -1,0 +1,90 @@
+"""Shared helpers of the benchmarks: machine description and table output.
+
+Every benchmark prints its table and writes it as JSON and Markdown to
+``benchmarks/results/<name>.{json,md}`` with the commit, date and machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from utils.atomic import write_json, write_text  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+SHARED = Path(os.environ.get("UVAPM_SHARED", REPO.parent / "shared"))
+
+__all__ = ["REPO", "RESULTS", "SHARED", "machine", "peak_rss_mb", "format_table", "report"]
+
+
+def machine() -> dict:
+    """Commit, date and hardware of this run."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip():
+            commit += "+dirty"
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    return {
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{os.cpu_count()} cores ({cpu})",
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of ``rows`` (floats with 4 significant digits)."""
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(name: str, title: str, rows: list[dict], columns: list[str], command: str, notes: str = "") -> str:
+    """Print the table and write ``results/<name>.json`` and ``.md``; returns the Markdown."""
+    meta = machine()
+    table = format_table(rows, columns)
+    md = (
+        f"### {title}\n\n`{command}` — commit {meta['commit']}, {meta['date']}, CPU {meta['cpu']}, "
+        f"GPU {meta['gpu']}, torch {meta['torch']}\n\n{table}\n"
+    )
+    if notes:
+        md += f"\n{notes}\n"
+    print(md)
+    write_json(RESULTS / f"{name}.json", {"title": title, "command": command, "machine": meta, "rows": rows,
+                                          "notes": notes})
+    write_text(RESULTS / f"{name}.md", md)
+    return md
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,82 @@
+"""Stage 1 on synthetic faces with known truth, and the landmark fitter's parts."""
+
+from __future__ import annotations
+
+import torch
+
+from fitting.landmark_fit import LandmarkFitConfig, LandmarkFitter, contour_candidates, landmark_weights
+from fitting.shape import ShapeFitConfig, ShapeFitter
+from fitting.synthetic import make_synthetic_faces, rigid_align, vertex_error_mm
+from models.camera import PinholeCamera
+from models.face_ops import euler_angles_to_matrix
+
+
+def test_landmark_fit_recovers_pose_and_shape(ict_model):
+    truth = make_synthetic_faces(ict_model, 3, seed=1, max_yaw_deg=35)
+    fitter = LandmarkFitter(ict_model, PinholeCamera(ict_model.camera_distance))
+    params, log = fitter.fit(truth.landmarks)
+    assert (log["error"] < 0.012).all(), log["error"]
+    angle_error_deg = (params.angles - truth.params.angles).abs().max(1).values * 180 / torch.pi
+    assert (angle_error_deg < 3.0).all(), angle_error_deg
+    fitted = ict_model(params.identity, params.expression, params.rotation, params.translation).vertices
+    error = vertex_error_mm(ict_model, fitted, truth.vertices)
+    mean_face = ict_model(rotation=truth.params.rotation, translation=truth.params.translation).vertices
+    baseline = vertex_error_mm(ict_model, mean_face, truth.vertices)
+    assert (error < 0.8 * baseline).all() and error.mean() < 4.0, (error, baseline)
+    assert ((params.expression >= 0) & (params.expression <= 1)).all()
+
+
+def test_sliding_contour_follows_the_silhouette(ict_model):
+    """Turning the head moves the far-side jaw landmarks to the silhouette; the near side keeps its vertices."""
+    fitter = LandmarkFitter(ict_model, PinholeCamera(ict_model.camera_distance))
+    theta = torch.zeros(1, 6 + 153)
+    frontal = fitter._select_contour(theta)[0]
+    assert (frontal[:17] == ict_model.landmark_indices[:17]).sum() >= 15
+    for yaw_deg, far_side in ((40, range(9, 17)), (-40, range(0, 8))):
+        theta[0, 1] = yaw_deg * torch.pi / 180  # +yaw turns the image-right side (landmarks 9..16) away
+        turned = fitter._select_contour(theta)[0]
+        moved = set((turned[:17] != frontal[:17]).nonzero()[:, 0].tolist())
+        assert len(moved & set(far_side)) >= 5 and moved <= set(far_side), (yaw_deg, moved)
+        # the chosen far-side vertices project inside the fixed ones (toward the face centre)
+        camera = fitter.camera
+        posed = ict_model(rotation=euler_angles_to_matrix(theta[:, :3])).vertices
+        x_fixed = camera.project(posed[:, ict_model.landmark_indices[list(far_side)]])[0, :, 0]
+        x_slid = camera.project(posed[:, turned[list(far_side)]])[0, :, 0]
+        side = 1 if yaw_deg > 0 else -1
+        assert (x_slid * side >= x_fixed * side - 1e-4).all()
+
+
+def test_contour_candidates_and_weights(ict_model):
+    cand = contour_candidates(ict_model, 0.35)
+    assert cand.shape[0] == 17
+    torch.testing.assert_close(cand[:, 0], ict_model.landmark_indices[:17])
+    assert (cand[8] == ict_model.landmark_indices[8]).all()  # the chin does not slide
+    w = landmark_weights({"jaw": 0.5, "eyes": 3.0})
+    assert w[0] == 0.5 and w[40] == 3.0 and w[30] == 1.0
+
+
+def test_photometric_refinement_lowers_the_photo_loss_and_keeps_landmarks(ict_model):
+    truth = make_synthetic_faces(ict_model, 2, seed=2, max_yaw_deg=25)
+    config = ShapeFitConfig()
+    config.refine.optim.steps = 25
+    result = ShapeFitter(ict_model, config).fit(truth.image, truth.landmarks, truth.mask)
+    history = result.history
+    assert history[-1]["photo"] < 0.7 * history[0]["photo"]
+    assert (result.landmark_error < 0.015).all()
+    fitted = ict_model(result.params.identity, result.params.expression, result.params.rotation,
+                       result.params.translation).vertices
+    assert vertex_error_mm(ict_model, fitted, truth.vertices).mean() < 4.0
+
+
+def test_rigid_align_undoes_a_rigid_motion():
+    points = torch.randn(2, 50, 3)
+    R = euler_angles_to_matrix(torch.tensor([[0.3, -0.2, 0.5], [1.0, 0.1, -0.4]]))
+    moved = points @ R.transpose(1, 2) + torch.tensor([[1.0, 2.0, 3.0]])[:, None]
+    torch.testing.assert_close(rigid_align(moved, points), points, atol=1e-5, rtol=1e-5)
+
+
+def test_landmark_fit_config_is_respected(ict_model):
+    truth = make_synthetic_faces(ict_model, 1, seed=3)
+    rigid_only = LandmarkFitConfig(iterations=0)
+    params, _ = LandmarkFitter(ict_model, PinholeCamera(ict_model.camera_distance), rigid_only).fit(truth.landmarks)
+    assert params.identity.abs().max() == 0 and params.expression.abs().max() == 0
