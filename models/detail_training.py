@@ -60,6 +60,7 @@ from utils.cli import resolve_device, seed_everything
 from utils.config import ConfigError, config_to_dict, save_config
 from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import write_image
+from utils.plots import line_chart
 
 from .detail_dataset import (
     DetailAugmentConfig,
@@ -309,47 +310,14 @@ def _detail_grid(rows: list[torch.Tensor], labels: list[str]) -> np.ndarray:
     return canvas
 
 
-def _loss_curve(history: list[dict], width: int = 720, height: int = 420) -> np.ndarray:
+def _loss_curve(history: list[dict]) -> np.ndarray:
     """Training and validation loss per epoch on a log scale, as (H, W, 3) uint8."""
-    image = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 80, 20, 40, 50
-    series = [("train", "train_loss", (31, 119, 180)), ("validation", "val_loss", (255, 127, 14))]
-    values = [h[key] for _, key, _ in series for h in history if h[key] > 0 and math.isfinite(h[key])]
-    if not values:
-        return image
-    low, high = math.log10(min(values)), math.log10(max(values))
-    if high - low < 1e-3:
-        low, high = low - 0.5, high + 0.5
-    first, last = history[0]["epoch"], max(history[-1]["epoch"], history[0]["epoch"] + 1)
-
-    def point(epoch: float, value: float) -> tuple[int, int]:
-        x = left + (epoch - first) / (last - first) * (width - left - right)
-        y = top + (high - math.log10(value)) / (high - low) * (height - top - bottom)
-        return int(round(x)), int(round(y))
-
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for k in range(5):
-        exponent = low + (high - low) * k / 4
-        y = point(first, 10**exponent)[1]
-        cv2.line(image, (left, y), (width - right, y), (225, 225, 225), 1)
-        cv2.putText(image, f"{10**exponent:.2g}", (6, y + 4), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
-    step = max(1, math.ceil((last - first) / 10))
-    for epoch in range(first, last + 1, step):
-        x = point(epoch, 10**low)[0]
-        cv2.line(image, (x, height - bottom), (x, height - bottom + 5), (60, 60, 60), 1)
-        cv2.putText(image, str(epoch), (x - 6, height - bottom + 20), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
-    cv2.rectangle(image, (left, top), (width - right, height - bottom), (60, 60, 60), 1)
-    cv2.putText(image, "epoch", (width // 2 - 20, height - 10), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, "loss (log scale)", (left, 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    for i, (name, key, colour) in enumerate(series):
-        points = [point(h["epoch"], h[key]) for h in history if h[key] > 0 and math.isfinite(h[key])]
-        cv2.polylines(image, [np.array(points, np.int32)], False, colour, 2, cv2.LINE_AA)
-        for p in points:
-            cv2.circle(image, p, 3, colour, -1, cv2.LINE_AA)
-        legend_y = top + 18 + 18 * i
-        cv2.line(image, (width - right - 130, legend_y - 4), (width - right - 105, legend_y - 4), colour, 2)
-        cv2.putText(image, name, (width - right - 98, legend_y), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return image
+    epochs = [h["epoch"] for h in history]
+    return line_chart(
+        {"train": (epochs, [h["train_loss"] for h in history]),
+         "validation": (epochs, [h["val_loss"] for h in history])},
+        title="loss (log scale)", xlabel="epoch", markers=True,
+    )
 
 
 # ----------------------------------------------------------------------------- training
