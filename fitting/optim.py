@@ -58,19 +58,20 @@ def minimize(
     groups: dict[str, tuple[torch.Tensor, float]],
     closure: Callable[[], dict[str, torch.Tensor]],
     config: OptimConfig,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
+    on_step: Callable[[int, dict[str, list[float]]], None] | None = None,
+) -> list[dict[str, list[float]]]:
     """Minimise ``sum(closure().values())`` over the given tensors.
 
     Args:
         groups: name -> (leaf tensor with requires_grad, learning rate).
-        closure: returns a dict of scalar loss terms (already weighted); the
-            total is their sum.
+        closure: returns a dict of weighted loss terms, each (B,) per face (or
+            a scalar); the objective is the sum of everything, so each face's
+            gradient does not depend on the others in the batch.
         config: steps, schedule and recovery settings.
         on_step: optional callback (step, {term: value}).
 
     Returns:
-        The history: one dict of loss terms (floats, plus ``total``) per step.
+        The history: per step, term name (and ``total``) -> list of per-face floats.
     """
     params = [tensor for tensor, _ in groups.values()]
     optimizer = torch.optim.Adam([{"params": [t], "lr": lr, "name": n} for n, (t, lr) in groups.items()])
@@ -84,7 +85,8 @@ def minimize(
             group["lr"] = lr * factor
         optimizer.zero_grad(set_to_none=True)
         terms = closure()
-        total = sum(terms.values())
+        per_face = sum(terms.values())
+        total = per_face.sum()
         finite = bool(torch.isfinite(total))
         if finite:
             total.backward()
@@ -108,8 +110,8 @@ def minimize(
             optimizer.state.clear()
             lr_scale *= 0.5
             continue
-        record = {name: float(value.detach()) for name, value in terms.items()}
-        record["total"] = float(total.detach())
+        record = {name: value.detach().reshape(-1).tolist() for name, value in terms.items()}
+        record["total"] = per_face.detach().reshape(-1).tolist()
         history.append(record)
         if on_step is not None:
             on_step(step, record)

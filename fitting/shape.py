@@ -183,11 +183,11 @@ class ShapeFitter:
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             lmk = self.camera.project(torch.gather(out.vertices, 1, index[..., None].expand(-1, -1, 3)))
             return {
-                "photo": cfg.w_photo * photometric_loss(render.image, image, mask).mean(),
-                "landmark": cfg.w_landmark * landmark_loss(lmk, landmarks, weights, size).mean(),
-                "identity": cfg.w_identity * gaussian_prior(p.identity).mean(),
-                "expression": cfg.w_expression * gaussian_prior(p.expression).mean(),
-                "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(p.gamma).mean(),
+                "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
+                "landmark": cfg.w_landmark * landmark_loss(lmk, landmarks, weights, size),
+                "identity": cfg.w_identity * gaussian_prior(p.identity),
+                "expression": cfg.w_expression * gaussian_prior(p.expression),
+                "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(p.gamma),
             }
 
         history = minimize(tensors, closure, cfg.optim)

@@ -84,7 +84,7 @@ def test_obj_round_trip_with_uvs_and_material(tmp_path):
     uvs = np.random.rand(6, 2).astype(np.float32)
     faces_uv = np.array([[0, 1, 2], [0, 2, 3], [5, 4, 2]])
     write_obj(tmp_path / "m.obj", vertices, faces, uvs, faces_uv, mtl_file="m.mtl")
-    write_mtl(tmp_path / "m.mtl", "albedo.png")
+    write_mtl(tmp_path / "m.mtl", [("face", "albedo.png", (1.0, 1.0, 1.0)), ("head", None, (0.8, 0.6, 0.5))])
     mesh = read_obj(tmp_path / "m.obj")
     np.testing.assert_allclose(mesh.vertices, vertices, atol=1e-6)
     np.testing.assert_allclose(mesh.uvs, uvs, atol=1e-6)
@@ -92,7 +92,8 @@ def test_obj_round_trip_with_uvs_and_material(tmp_path):
     np.testing.assert_array_equal(f, faces)
     np.testing.assert_array_equal(ft, faces_uv)
     assert set(mesh.materials) == {"face"}
-    assert "map_Kd albedo.png" in (tmp_path / "m.mtl").read_text()
+    mtl = (tmp_path / "m.mtl").read_text()
+    assert "map_Kd albedo.png" in mtl and "newmtl head" in mtl and "Kd 0.8000 0.6000 0.5000" in mtl
 
 
 def test_triangulate_quads_as_fans():

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from dataclasses import is_dataclass
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import OmegaConf

@@ -15,12 +15,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .atomic import write_bytes
 from .errors import FileFormatError
 
-__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "read_image", "write_image", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "read_image", "read_png_text", "write_image", "list_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 #: 100 megapixels: larger images are refused before decoding.
@@ -94,8 +94,21 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise FileFormatError(path, f"corrupt or truncated image ({message})") from None
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
-    """Write (H, W, 3) or (H, W) uint8 (or float in [0, 1]) atomically; format from the suffix."""
+def read_png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG (e.g. ``uv_layout_id``); empty for other formats or unreadable files."""
+    try:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {}) or {})
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return {}
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95,
+                text: dict[str, str] | None = None) -> None:
+    """Write (H, W, 3), (H, W, 4) or (H, W) uint8 (or float in [0, 1]) atomically; format from the suffix.
+
+    ``text`` is stored as PNG text chunks (PNG only).
+    """
     array = np.asarray(image)
     if array.dtype != np.uint8:
         array = np.clip(np.asarray(array, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -108,5 +121,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
         raise ValueError(f"{path}: unsupported image extension")
     buffer = io.BytesIO()
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if text and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        kwargs["pnginfo"] = info
     Image.fromarray(array).save(buffer, format=fmt, **kwargs)
     write_bytes(path, buffer.getvalue())

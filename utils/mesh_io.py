@@ -125,6 +125,7 @@ def write_obj(
     mtl_file: str | None = None,
     material: str = "face",
     vertex_colors: np.ndarray | None = None,
+    extra_groups: tuple = (),
 ) -> None:
     """Write a triangle mesh as OBJ, atomically.
 
@@ -136,6 +137,8 @@ def write_obj(
         mtl_file: name of the MTL file (relative to the OBJ) to reference.
         material: material name used with ``usemtl``.
         vertex_colors: (V, 3) in [0, 1], written as ``v x y z r g b``.
+        extra_groups: more ``(material, faces, faces_uv)`` groups, written after
+            the first with their own ``usemtl`` (needs ``uvs``).
     """
     out = io.StringIO()
     out.write("# written by the UVAPM toolkit\n")
@@ -147,24 +150,33 @@ def write_obj(
         np.savetxt(out, rows, fmt="v %.6f %.6f %.6f %.4f %.4f %.4f")
     else:
         np.savetxt(out, vertices, fmt="v %.6f %.6f %.6f")
-    faces = np.asarray(faces, np.int64) + 1
     if uvs is not None and faces_uv is not None:
         np.savetxt(out, np.asarray(uvs, np.float64), fmt="vt %.6f %.6f")
-        if mtl_file:
-            out.write(f"usemtl {material}\n")
-        ft = np.asarray(faces_uv, np.int64) + 1
-        np.savetxt(out, np.stack([faces, ft], axis=2).reshape(-1, 6), fmt="f %d/%d %d/%d %d/%d")
+        for name, group_faces, group_uv in ((material, faces, faces_uv), *extra_groups):
+            out.write(f"g {name}\n")
+            if mtl_file:
+                out.write(f"usemtl {name}\n")
+            f, ft = np.asarray(group_faces, np.int64) + 1, np.asarray(group_uv, np.int64) + 1
+            np.savetxt(out, np.stack([f, ft], axis=2).reshape(-1, 6), fmt="f %d/%d %d/%d %d/%d")
     else:
         if mtl_file:
             out.write(f"usemtl {material}\n")
-        np.savetxt(out, faces, fmt="f %d %d %d")
+        np.savetxt(out, np.asarray(faces, np.int64) + 1, fmt="f %d %d %d")
     write_text(path, out.getvalue())
 
 
-def write_mtl(path: str | os.PathLike, texture_file: str, material: str = "face") -> None:
-    """Write an MTL with one diffuse-textured material, atomically."""
-    write_text(
-        path,
-        f"newmtl {material}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
-        f"d 1.0\nillum 1\nmap_Kd {texture_file}\n",
-    )
+def write_mtl(path: str | os.PathLike, materials: list[tuple[str, str | None, tuple[float, float, float]]]) -> None:
+    """Write an MTL file atomically.
+
+    Args:
+        materials: (name, texture file relative to the MTL or None, diffuse RGB)
+            per material; a textured material's ``Kd`` multiplies its texture.
+    """
+    blocks = []
+    for name, texture, (r, g, b) in materials:
+        block = (f"newmtl {name}\nKa 1.000 1.000 1.000\nKd {r:.4f} {g:.4f} {b:.4f}\nKs 0.000 0.000 0.000\n"
+                 "d 1.0\nillum 1\n")
+        if texture:
+            block += f"map_Kd {texture}\n"
+        blocks.append(block)
+    write_text(path, "\n".join(blocks))

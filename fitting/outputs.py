@@ -1,0 +1,187 @@
+"""Per-face output files of ``run_rgb_fitting.sh`` (all written atomically).
+
+In ``<output_dir>/<name>/``:
+
+======================  ===========================================================
+file                    content
+======================  ===========================================================
+``uv_albedo.png``       final UV albedo (stage 3 at the detail generator's
+                        resolution, 512; stage 2 when stage 3 did not run; the
+                        unwrapped photo texture with ``--stages 1``)
+``uv_albedo_1024.png``  with ``outputs.uv_1024``: ``uv_albedo.png`` upsampled (bicubic)
+``uv_albedo_coarse.png``  stage-2 UVAPM albedo at the UVAPM resolution
+``uv_unwrapped.png``    the photo's de-lit texture, completed by mirroring and inpainting
+``uv_confidence.png``   per-texel trust in the unwrapped texture (white = seen head-on)
+``mesh.obj``/``.mtl``   expressive shape (identity + expression, unposed, model units);
+                        the face region textured with ``uv_albedo.png``, head and neck
+                        (material ``head``) in the mean skin colour
+``mesh_neutral.obj``    the same without expression (shares ``mesh.mtl``)
+``mesh.glb``            ``mesh.obj`` as binary glTF (trimesh)
+``coeffs.pt``           the parameters (tensors only, ``weights_only=True``)
+``coeffs.json``         the same as readable JSON
+``render.png``          the final render composited on the photo
+``summary.png``         input | landmarks (blue detected, red fitted) | skin mask |
+                        stage 1 | stage 2 | stage 3 | UV albedo
+``loss.png``            loss terms per step, one chart per stage
+``log.txt``             this face's log lines
+``metrics.json``        re-render PSNR/SSIM/high-frequency PSNR in the skin mask per
+                        stage, landmark error, seconds per stage, networks used;
+                        written last, so its presence means the face is complete
+======================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.face_model import FaceModel
+from utils.atomic import atomic_path, save_torch, write_json, write_text
+from utils.image_io import write_image
+from utils.mesh_io import write_mtl, write_obj
+from utils.plots import line_chart
+
+from .pipeline import FaceInput, FaceResult
+
+__all__ = ["FINAL_OUTPUT", "write_face_outputs", "write_mesh"]
+
+#: Written last; a face whose folder has it is complete.
+FINAL_OUTPUT = "metrics.json"
+
+
+def _image(tensor: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W, C) float for write_image."""
+    return tensor.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def write_mesh(path: Path, vertices: np.ndarray, face_model: FaceModel, mtl_file: str, head_colour) -> None:
+    """OBJ + MTL of the display mesh: face region textured (material ``face``), head/neck flat (``head``)."""
+    face_tris = face_model.faces.cpu().numpy()
+    head_tris = face_model.head_faces.cpu().numpy()
+    head_uv = face_model.head_faces_uv.cpu().numpy()
+    V = len(vertices)
+
+    def keys(tris):  # order-independent triangle ids
+        t = np.sort(tris, 1).astype(np.int64)
+        return (t[:, 0] * V + t[:, 1]) * V + t[:, 2]
+
+    rest = ~np.isin(keys(head_tris), keys(face_tris))
+    write_obj(path, vertices, face_tris, face_model.uvs.cpu().numpy(), face_model.faces_uv.cpu().numpy(),
+              mtl_file=mtl_file, material="face", extra_groups=(("head", head_tris[rest], head_uv[rest]),))
+    write_mtl(path.parent / mtl_file, [("face", "uv_albedo.png", (1.0, 1.0, 1.0)),
+                                       ("head", None, tuple(float(c) for c in head_colour))])
+
+
+def _glb(obj_path: Path, glb_path: Path) -> None:
+    import trimesh
+
+    scene = trimesh.load(obj_path, force="scene", process=False)
+    with atomic_path(glb_path) as tmp:
+        scene.export(tmp, file_type="glb")
+
+
+def _loss_chart(histories: dict) -> np.ndarray:
+    charts = []
+    for stage, steps in histories.items():
+        if not steps:
+            continue
+        names = [n for n in steps[0] if n != "total"] + ["total"]
+        series = {n: (list(range(len(steps))), [s[n] for s in steps]) for n in names}
+        charts.append(line_chart(series, title=f"{stage} loss terms (log scale)", xlabel="step", height=300))
+    if not charts:
+        return np.full((60, 720, 3), 255, np.uint8)
+    return np.concatenate(charts, 0)
+
+
+def _summary(face: FaceInput, result: FaceResult, uv: torch.Tensor) -> np.ndarray:
+    crop = face.record["image"][0]
+    size = crop.shape[-1]
+    panels = [_image(crop)]
+    marked = (_image(crop) * 255).astype(np.uint8).copy()
+    for points, colour in ((face.record["landmarks"][0], (40, 90, 255)), (result.landmarks, (255, 40, 40))):
+        for x, y in points.numpy():
+            cv2.circle(marked, (int(round((x - 0.5) * 16)), int(round((y - 0.5) * 16))), 2 * 16, colour, -1,
+                       cv2.LINE_AA, 4)
+    panels.append(marked / 255.0)
+    skin = face.record["skin_mask"][0, 0].numpy()[..., None]
+    panels.append(_image(crop) * (0.35 + 0.65 * skin) + np.array([0.0, 0.25, 0.0]) * skin)
+    for stage in ("stage1", "stage2", "stage3"):
+        panels.append(_image(result.renders[stage]) if stage in result.renders else np.full((size, size, 3), 0.85))
+    panels.append(_image(F.interpolate(uv[None], size=size, mode="area")[0]))
+    return np.concatenate([np.clip(p, 0, 1) for p in panels], 1)
+
+
+def _render_on_photo(face: FaceInput, result: FaceResult) -> np.ndarray:
+    render = _image(result.renders[max(result.renders)])
+    mask = result.render_mask[0].numpy()
+    if face.photo is None:
+        return render
+    photo = face.photo.astype(np.float32) / 255.0
+    height, width = photo.shape[:2]
+    inverse = face.record["inverse_transform"][0].double().numpy()
+    # crop -> photo; OpenCV samples at integer pixel centres, ours are at +0.5.
+    shift = inverse[:, :2] @ [0.5, 0.5] + inverse[:, 2] - 0.5
+    matrix = np.concatenate([inverse[:, :2], shift[:, None]], 1)
+    warped = cv2.warpAffine(render.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpAffine(mask.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR)[..., None]
+    return photo * (1 - alpha) + warped * alpha
+
+
+def _params_json(result: FaceResult, face_model: FaceModel) -> dict:
+    out = {"face_model": face_model.name, "units": face_model.units}
+    for name, value in result.params.to_dict().items():
+        out[name] = [round(float(v), 6) for v in value.reshape(-1).tolist()]
+    out["expression_names"] = face_model.exp_names
+    out["landmarks"] = [[round(float(x), 3), round(float(y), 3)] for x, y in result.landmarks.tolist()]
+    return out
+
+
+def write_face_outputs(folder: Path, face: FaceInput, result: FaceResult, face_model: FaceModel, uv_1024: bool,
+                       glb: bool, log_lines: list[str], run_info: dict) -> None:
+    """Write every output of one face into ``folder`` (``metrics.json`` last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    uv = next(m for m in (result.uv_final, result.uv_coarse, result.uv_texture) if m is not None)
+    if uv.shape[-1] < result.uv_texture.shape[-1]:
+        uv = F.interpolate(uv[None], size=result.uv_texture.shape[-1], mode="bilinear", align_corners=False)[0]
+    layout = {"uv_layout_id": face_model.uv_layout_id, "face_model": face_model.name}
+    write_image(folder / "uv_albedo.png", _image(uv), text=layout)
+    if uv_1024:
+        write_image(folder / "uv_albedo_1024.png",
+                    _image(F.interpolate(uv[None], size=1024, mode="bicubic", align_corners=False)[0]), text=layout)
+    if result.uv_coarse is not None:
+        write_image(folder / "uv_albedo_coarse.png", _image(result.uv_coarse), text=layout)
+    write_image(folder / "uv_unwrapped.png", _image(result.uv_texture), text=layout)
+    write_image(folder / "uv_confidence.png", _image(result.uv_confidence), text=layout)
+
+    p = result.params
+    with torch.no_grad():
+        expressive = face_model.shape(p.identity, p.expression)[0].cpu().numpy()
+        neutral = face_model.shape(p.identity)[0].cpu().numpy()
+    confident = result.uv_confidence[0] > 0.5
+    skin = uv[:, confident].median(1).values if confident.any() else uv.flatten(1).median(1).values
+    write_mesh(folder / "mesh.obj", expressive, face_model, "mesh.mtl", skin.tolist())
+    write_mesh(folder / "mesh_neutral.obj", neutral, face_model, "mesh.mtl", skin.tolist())
+    if glb:
+        _glb(folder / "mesh.obj", folder / "mesh.glb")
+
+    save_torch(folder / "coeffs.pt", {**{k: v.cpu() for k, v in p.to_dict().items()},
+                                      "landmarks": result.landmarks, "face_model": face_model.name})
+    write_json(folder / "coeffs.json", _params_json(result, face_model))
+    write_image(folder / "render.png", _render_on_photo(face, result))
+    write_image(folder / "summary.png", _summary(face, result, uv))
+    write_image(folder / "loss.png", _loss_chart(result.histories))
+    write_text(folder / "log.txt", "\n".join(log_lines) + "\n")
+    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else round(v, 5))
+               for k, v in result.metrics.items()}
+    write_json(folder / FINAL_OUTPUT, {
+        "name": face.name,
+        "source": face.record["info"].get("source", ""),
+        **metrics,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        **run_info,
+    })

@@ -1,0 +1,171 @@
+"""Texture unwrapping: photo + fitted shape -> de-lit UV texture with confidence.
+
+For every texel of the face model's UV layout, :func:`unwrap_texture` finds
+its 3D point on the fitted mesh, projects it into the photo, samples the
+colour, divides by the fitted SH shading (a pseudo-albedo), and scores how
+much to trust it:
+
+    confidence = visible (z-buffer) x facing ramp x skin mask x inside the image
+
+where the facing ramp goes from 0 at a grazing angle (cos = ``facing_min``)
+to 1 at ``facing_full``. Unseen texels are then filled by mirroring across the
+face's symmetry where the other side was seen, and the rest by a smooth
+push-pull inpainting; the raw texture and its confidence are kept beside the
+filled texture. This is how UV albedo datasets are built from photo folders
+(FFHQ-UV's step 4 does the same from three synthetic views).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.camera import PinholeCamera
+from models.face_model import FaceModel
+from models.renderer import Renderer, RenderSettings
+from models.shading import sh_shading
+from models.uv_layout import UVLayout
+
+from .params import FaceParams
+
+__all__ = ["UnwrapConfig", "UnwrapResult", "unwrap_texture", "push_pull_fill", "sample_image"]
+
+
+@dataclass
+class UnwrapConfig:
+    """Unwrapping settings.
+
+    Attributes:
+        resolution: UV map side (512 default).
+        facing_min, facing_full: cosine between normal and view direction at
+            which confidence starts to rise from 0, and reaches 1.
+        depth_tolerance_m: a texel is visible when it is at most this far (in
+            metres) behind the rendered surface.
+        min_shading: shading below this is clamped before dividing (keeps
+            self-shadowed texels from exploding).
+        mirror_weight: confidence given to a texel filled from its mirror, as
+            a fraction of the mirror's own confidence.
+    """
+
+    resolution: int = 512
+    facing_min: float = 0.15
+    facing_full: float = 0.6
+    depth_tolerance_m: float = 0.004
+    min_shading: float = 0.08
+    mirror_weight: float = 0.8
+
+
+@dataclass
+class UnwrapResult:
+    """Unwrapped textures of a batch.
+
+    Attributes:
+        texture: (B, 3, R, R) de-lit colour where seen (zero elsewhere).
+        confidence: (B, 1, R, R) trust in each texel of ``texture``, in [0, 1].
+        filled: (B, 3, R, R) ``texture`` completed by mirroring and inpainting.
+        filled_confidence: (B, 1, R, R) confidence after mirroring (inpainted texels are 0).
+        coverage: (B,) mean confidence over the layout's texels.
+    """
+
+    texture: torch.Tensor
+    confidence: torch.Tensor
+    filled: torch.Tensor
+    filled_confidence: torch.Tensor
+    coverage: torch.Tensor
+
+
+def sample_image(image: torch.Tensor, pixels: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Sample an image at pixel positions.
+
+    Args:
+        image: (B, C, H, W).
+        pixels: (B, h, w, 2) positions in pixels (x right, y down, centres at +0.5).
+
+    Returns:
+        (B, C, h, w); zero outside the image.
+    """
+    H, W = image.shape[-2:]
+    grid = torch.stack([2.0 * pixels[..., 0] / W - 1.0, 2.0 * pixels[..., 1] / H - 1.0], -1)
+    return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def push_pull_fill(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Fill low-weight texels smoothly from their neighbourhood (push-pull).
+
+    Args:
+        values: (B, C, R, R).
+        weights: (B, 1, R, R) in [0, 1]; 1 keeps the value, 0 replaces it.
+
+    Returns:
+        (B, C, R, R).
+    """
+    if min(values.shape[-2:]) <= 1:
+        return values
+    pooled_w = F.avg_pool2d(weights, 2, ceil_mode=True)
+    pooled_v = F.avg_pool2d(values * weights, 2, ceil_mode=True) / pooled_w.clamp_min(1e-8)
+    coarse = push_pull_fill(pooled_v, (4.0 * pooled_w).clamp(max=1.0))
+    up = F.interpolate(coarse, size=values.shape[-2:], mode="bilinear", align_corners=False)
+    return weights * values + (1.0 - weights) * up
+
+
+def unwrap_texture(
+    face_model: FaceModel,
+    params: FaceParams,
+    image: torch.Tensor,
+    skin_mask: torch.Tensor | None,
+    layout: UVLayout,
+    config: UnwrapConfig | None = None,
+) -> UnwrapResult:
+    """Unwrap a batch of photos into the face model's UV layout.
+
+    Args:
+        face_model: the face model.
+        params: fitted parameters (shape, pose and lighting).
+        image: (B, 3, S, S) the aligned photo at any size S (the same view as
+            the 224 crop, e.g. re-warped from the original at 512 for detail).
+        skin_mask: (B, 1, s, s) skin mask of the crop (any size), or None.
+        layout: the UV layout at the output resolution.
+        config: thresholds.
+    """
+    cfg = config or UnwrapConfig()
+    B, S = image.shape[0], image.shape[-1]
+    camera = PinholeCamera(face_model.camera_distance, S)
+    with torch.no_grad():
+        out = face_model(params.identity, params.expression, params.rotation, params.translation)
+        normals = face_model.vertex_normals(out.vertices)
+        positions = layout.to_uv(out.vertices)  # (B, 3, R, R)
+        texel_normals = F.normalize(layout.to_uv(normals), dim=1, eps=1e-12)
+        R = layout.resolution
+        points = positions.permute(0, 2, 3, 1).reshape(B, R * R, 3)
+        pixels = camera.project(points).view(B, R, R, 2)
+        depth = camera.depth(points).view(B, 1, R, R)
+
+        render = Renderer.for_face_model(face_model, camera, RenderSettings(refresh_pixels=0.0))(
+            out.vertices, vertex_colors=torch.zeros_like(out.vertices), normals=normals
+        )
+        surface_depth = torch.where(render.mask > 0, render.depth, torch.full_like(render.depth, float("inf")))
+        seen_depth = sample_image(surface_depth.nan_to_num(posinf=1e9), pixels, mode="nearest")
+        tolerance = cfg.depth_tolerance_m / face_model.metres_per_unit
+        visible = (depth <= seen_depth + tolerance).float()
+
+        to_camera = F.normalize(torch.tensor([0.0, 0.0, camera.distance]).to(positions)[None, :, None, None]
+                                - positions, dim=1)
+        facing = (texel_normals * to_camera).sum(1, keepdim=True)
+        facing_weight = ((facing - cfg.facing_min) / (cfg.facing_full - cfg.facing_min)).clamp(0, 1)
+        inside = ((pixels >= 0) & (pixels <= S)).all(-1)[:, None].float()
+        skin = sample_image(skin_mask, pixels * (skin_mask.shape[-1] / S)) if skin_mask is not None else 1.0
+        confidence = layout.mask * visible * facing_weight * inside * skin
+
+        colour = sample_image(image, pixels)
+        flat_normals = texel_normals.permute(0, 2, 3, 1).reshape(B, R * R, 3)
+        shading = sh_shading(flat_normals, params.gamma).view(B, R, R, 3).permute(0, 3, 1, 2)
+        texture = (colour / shading.clamp_min(cfg.min_shading)).clamp(0, 1) * (confidence > 0)
+
+        mirror_texture, mirror_conf = layout.mirrored(texture), layout.mirrored(confidence) * cfg.mirror_weight
+        weight = confidence + (1 - confidence) * mirror_conf
+        blended = (confidence * texture + (1 - confidence) * mirror_conf * mirror_texture) / weight.clamp_min(1e-6)
+        filled = push_pull_fill(blended, weight.clamp(0, 1))
+        coverage = (confidence * layout.mask).flatten(1).sum(1) / layout.mask.sum()
+    return UnwrapResult(texture, confidence, filled, weight * layout.mask, coverage)

@@ -1,0 +1,54 @@
+"""Lighting presets as SH coefficients for the renderer.
+
+A light setup is a list of directional lights plus an ambient term; it is
+converted to the 27 SH coefficients of :mod:`models.shading` by least
+squares over normals on the sphere, so the SH shading reproduces
+``ambient + sum_i intensity_i * max(0, n . d_i)`` as closely as 9 bands allow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .shading import AMBIENT_OFFSET, sh_basis
+
+__all__ = ["LIGHT_PRESETS", "directional_sh", "light_preset"]
+
+#: name -> (ambient, [(direction (x right, y up, z to the camera), intensity), ...])
+LIGHT_PRESETS = {
+    "frontal": (0.35, [((0.0, 0.2, 1.0), 0.75)]),
+    "studio": (0.25, [((-0.6, 0.5, 0.8), 0.75), ((0.7, 0.1, 0.7), 0.3), ((0.0, 0.4, -1.0), 0.35)]),
+}
+
+
+def _sphere(count: int = 2000) -> torch.Tensor:
+    """Roughly uniform unit vectors (Fibonacci sphere), (count, 3)."""
+    k = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1 - 2 * k / count
+    r = (1 - z * z).sqrt()
+    phi = k * math.pi * (3 - math.sqrt(5))
+    return torch.stack([r * phi.cos(), r * phi.sin(), z], -1)
+
+
+def directional_sh(ambient: float, lights: list, colour=(1.0, 1.0, 1.0)) -> torch.Tensor:
+    """SH coefficients (1, 27) (without the ambient offset) of an ambient term plus directional lights."""
+    normals = _sphere()
+    target = torch.full((len(normals),), float(ambient), dtype=torch.float64)
+    for direction, intensity in lights:
+        d = F.normalize(torch.tensor(direction, dtype=torch.float64), dim=0)
+        target = target + intensity * (normals @ d).clamp_min(0)
+    basis = sh_basis(normals)  # (N, 9)
+    coeffs = torch.linalg.lstsq(basis, target[:, None]).solution[:, 0]
+    coeffs[0] -= AMBIENT_OFFSET
+    return torch.cat([coeffs * c for c in colour])[None].float()
+
+
+def light_preset(name: str) -> torch.Tensor:
+    """SH coefficients (1, 27) of a named preset (:data:`LIGHT_PRESETS`)."""
+    if name not in LIGHT_PRESETS:
+        raise ValueError(f"unknown light preset {name!r}; choose one of {sorted(LIGHT_PRESETS)}")
+    ambient, lights = LIGHT_PRESETS[name]
+    return directional_sh(ambient, lights)
