@@ -43,15 +43,22 @@ class AlbedoFitConfig:
     Attributes:
         optim: steps and learning-rate schedule.
         lr_albedo: Adam learning rate of the UVAPM coefficients (std units).
+        lr_albedo_raw: the same for a model whose coefficients are in raw
+            units (the paper's ``.pkl`` without standard deviations; the
+            paper's own rate is 2.0); such a model also gets no prior.
         lr_gamma: Adam learning rate of the SH lighting.
-        init_ridge: prior weight of the initial projection of the unwrapped texture.
+        init_from_unwrap: start from the projection of the unwrapped photo
+            texture (else from zero, the model's mean albedo).
+        init_ridge: prior weight of that projection.
         w_photo, w_identity, w_perceptual, w_prior, w_gamma_mono: loss weights
             (the identity and perceptual terms apply only when their networks are loaded).
     """
 
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=60, rampdown=0.25))
     lr_albedo: float = 0.05
+    lr_albedo_raw: float = 2.0
     lr_gamma: float = 0.005
+    init_from_unwrap: bool = True
     init_ridge: float = 1e-3
     w_photo: float = 1.0
     w_identity: float = 0.2
@@ -99,7 +106,7 @@ class AlbedoFitter:
     def initial_coefficients(self, unwrapped: UnwrapResult | None, batch: int) -> torch.Tensor:
         """Projection of the unwrapped texture (or zeros: the mean albedo)."""
         device = self.uvapm.mean.device
-        if unwrapped is None:
+        if unwrapped is None or not self.config.init_from_unwrap:
             return torch.zeros(batch, self.uvapm.num_coeffs, device=device)
         return self.uvapm.encode(unwrapped.texture, unwrapped.confidence, ridge=self.config.init_ridge)
 
@@ -130,13 +137,15 @@ class AlbedoFitter:
         coeffs = self.initial_coefficients(unwrapped, image.shape[0]).detach().clone().requires_grad_()
         gamma = p.gamma.clone().requires_grad_()
 
+        std_units = self.uvapm.coefficient_units == "std"
+
         def closure():
             albedo = self.uvapm(coeffs).clamp(0, 1)
             render = self.renderer(vertices, albedo, gamma, normals=normals)
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             terms = {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
-                "prior": cfg.w_prior * gaussian_prior(coeffs),
+                "prior": (cfg.w_prior if std_units else 0.0) * gaussian_prior(coeffs),
                 "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(gamma),
             }
             if nets.arcface is not None or nets.vgg is not None:
@@ -149,7 +158,8 @@ class AlbedoFitter:
                                                                             vgg_mask)
             return terms
 
-        history = minimize({"albedo": (coeffs, cfg.lr_albedo), "gamma": (gamma, cfg.lr_gamma)}, closure, cfg.optim)
+        lr = cfg.lr_albedo if std_units else cfg.lr_albedo_raw
+        history = minimize({"albedo": (coeffs, lr), "gamma": (gamma, cfg.lr_gamma)}, closure, cfg.optim)
         p.albedo, p.gamma = coeffs.detach(), gamma.detach()
         with torch.no_grad():
             albedo_map = self.uvapm(p.albedo).clamp(0, 1)

@@ -141,15 +141,18 @@ class UVAlbedoModelData:
             fail(f"coefficient_units is {self.coefficient_units!r}, expected 'std' or 'raw'")
 
 
-def save_uv_albedo_model(path: str | os.PathLike, data: UVAlbedoModelData) -> None:
-    """Validate ``data`` and write it atomically as ``.npz`` (see module docstring)."""
+def save_uv_albedo_model(path: str | os.PathLike, data: UVAlbedoModelData, basis_dtype=np.float32) -> None:
+    """Validate ``data`` and write it atomically as ``.npz`` (see module docstring).
+
+    ``basis_dtype=np.float16`` halves the file; loading always gives float32.
+    """
     data.validate(path)
     if data.coefficient_units != "std" or data.explained_variance_ratio is None:
         raise ValueError(f"{path}: only models with standard deviations and explained variance can be saved")
     save_npz(path, {
         "format_version": np.array(FORMAT_VERSION),
         "mean": data.mean.astype(np.float32),
-        "basis": data.basis.astype(np.float32),
+        "basis": data.basis.astype(basis_dtype),
         "std": data.std.astype(np.float32),
         "explained_variance_ratio": data.explained_variance_ratio.astype(np.float32),
         "resolution": np.array(data.resolution),

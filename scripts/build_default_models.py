@@ -1,0 +1,322 @@
+"""Build the default UV albedo model and detail generator from a folder of photos.
+
+    python scripts/build_default_models.py --photos ../shared/data/faces/single \\
+        --work_dir /tmp/uvapm_build --output_dir checkpoints/default [--steps all]
+
+Steps (each caches its results in ``--work_dir``; ``--steps`` runs a subset):
+
+``split``
+    Seeded split of the photos: 70 % train, 15 % validation (choosing the
+    UVAPM's resolution and K), 15 % test (only for the reported numbers).
+``fit``
+    Preprocessing, stage 1 and texture unwrapping of every photo with the
+    toolkit's own pipeline (``fitting.run --stages 1``).
+``select``
+    Rejects bad unwraps (thresholds in :data:`THRESHOLDS`): a poor landmark
+    fit, low confidence coverage, a strong occlusion of the face, or an
+    extreme lighting residual (the stage-1 re-render PSNR).
+``normalise``
+    Removes colour casts: each texture's median skin chromaticity is pulled
+    toward the training population's median when it lies further than
+    ``CHROMA_SPREAD`` robust standard deviations from it (luminance, and so
+    skin tone, is kept). Writes the maps the models are built from.
+``uvapm``
+    Builds the per-channel PCA at each candidate resolution, measures the
+    validation reconstruction PSNR of every K that fits the size budget,
+    keeps the best, and saves it (float16 basis).
+``detail``
+    Measures how much of the high-frequency detail is chromatic (deciding
+    luminance vs RGB detail), trains the detail generator on the training
+    maps and saves it (float16).
+``report``
+    Held-out numbers on the test photos and the model cards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fitting.pipeline import FittingConfig  # noqa: E402
+from fitting.preprocess import load_processed  # noqa: E402
+from fitting.run import run_folder  # noqa: E402
+from models.detail_generator import DetailGeneratorConfig, extract_detail, rgb_to_luminance  # noqa: E402
+from models.face_model import FaceModel  # noqa: E402
+from models.uv_albedo_model import UVAlbedoModel, UVAlbedoModelData, save_uv_albedo_model  # noqa: E402
+from models.uv_layout import UVLayout  # noqa: E402
+from models.uvapm_build import build_uv_albedo_model  # noqa: E402
+from utils.assets import load_installed_face_model  # noqa: E402
+from utils.atomic import write_json  # noqa: E402
+from utils.cli import add_logging_args, seed_everything, setup_logging  # noqa: E402
+from utils.image_io import list_images, read_image, write_image  # noqa: E402
+
+logger = logging.getLogger("uvapm.build")
+
+#: Rejection thresholds of the ``select`` step.
+THRESHOLDS = {
+    "landmark_error": 0.045,  # mean landmark error / outer-eye-corner distance, at most
+    "unwrap_coverage": 0.20,  # mean texel confidence over the UV layout, at least
+    "occlusion": 0.45,  # share of the landmark face region not in the skin mask, at most
+    "stage1_psnr": 20.0,  # re-render PSNR (dB) in the skin mask after stage 1, at least
+}
+#: Chromaticities further than this many robust standard deviations from the population median are pulled in.
+CHROMA_SPREAD = 1.5
+#: Size budget of the UVAPM's float16 basis (MB); the detail generator gets the rest of 25 MB.
+UVAPM_BUDGET_MB = 16.0
+CANDIDATE_RESOLUTIONS = (128, 256)
+CANDIDATE_K = (5, 10, 20, 30, 40, 60, 80, 100)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in list_images(folder))
+
+
+def step_split(args) -> dict:
+    names = _names(Path(args.photos))
+    rng = random.Random(args.seed)
+    shuffled = names[:]
+    rng.shuffle(shuffled)
+    n_test = math.ceil(0.15 * len(names))
+    split = {"test": sorted(shuffled[:n_test]), "val": sorted(shuffled[n_test : 2 * n_test]),
+             "train": sorted(shuffled[2 * n_test :])}
+    write_json(args.work / "split.json", split)
+    logger.info("split: %d train, %d validation, %d test", *(len(split[k]) for k in ("train", "val", "test")))
+    return split
+
+
+def step_fit(args) -> None:
+    config = FittingConfig(face_model="ict", stages=[1], seed=args.seed)
+    config.outputs.glb = False
+    run_folder(Path(args.photos), args.work / "fit", config, overwrite=False, progress=not args.quiet)
+
+
+def _occlusion(record: dict) -> float:
+    """Share of the landmark face region (jaw + brows hull) not covered by the skin mask."""
+    import cv2
+
+    lm = record["landmarks"][0].numpy()
+    hull = cv2.convexHull(np.concatenate([lm[:17], lm[17:27]]).astype(np.float32))
+    region = np.zeros((224, 224), np.uint8)
+    cv2.fillConvexPoly(region, np.round(hull[:, 0]).astype(np.int32), 1)
+    skin = record["skin_mask"][0, 0].numpy() > 0.5
+    inside = region.astype(bool)
+    return float(1.0 - (skin & inside).sum() / max(inside.sum(), 1))
+
+
+def step_select(args, split) -> dict:
+    fit = args.work / "fit"
+    table = {}
+    for subset, names in split.items():
+        for name in names:
+            metrics_path = fit / name / "metrics.json"
+            if not metrics_path.is_file():
+                table[name] = {"subset": subset, "kept": False, "reason": "no face or fit failed"}
+                continue
+            metrics = json.loads(metrics_path.read_text())
+            record = load_processed(fit / "processed_data" / f"{name}.pt")
+            stats = {
+                "landmark_error": metrics["landmark_error"],
+                "unwrap_coverage": metrics["unwrap_coverage"],
+                "occlusion": _occlusion(record),
+                "stage1_psnr": metrics["stage1_psnr"],
+            }
+            reasons = [k for k, v in stats.items()
+                       if (v > THRESHOLDS[k] if k in ("landmark_error", "occlusion") else v < THRESHOLDS[k])]
+            table[name] = {"subset": subset, "kept": not reasons, "reason": ", ".join(reasons), **stats}
+    write_json(args.work / "selection.json", table)
+    for subset in split:
+        rows = [r for r in table.values() if r["subset"] == subset]
+        kept = sum(r["kept"] for r in rows)
+        logger.info("%s: %d of %d kept", subset, kept, len(rows))
+    return table
+
+
+def _median_chroma(texture: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    sure = confidence > 0.7
+    pixels = texture[sure] if sure.sum() > 100 else texture.reshape(-1, 3)
+    chroma = pixels / np.clip(pixels.sum(1, keepdims=True), 1e-6, None)
+    return np.median(chroma, 0)
+
+
+def step_normalise(args, table) -> dict:
+    fit, out = args.work / "fit", args.work / "uv"
+    face_model = FaceModel(load_installed_face_model("ict"))
+    layout = UVLayout(face_model, 512)
+    items = {}
+    for name, row in table.items():
+        if not row["kept"]:
+            continue
+        texture = read_image(fit / name / "uv_unwrapped.png").astype(np.float32) / 255.0
+        confidence = read_image(fit / name / "uv_confidence.png")[..., 0].astype(np.float32) / 255.0
+        items[name] = (texture, confidence, _median_chroma(texture, confidence))
+    train = np.stack([c for n, (_, _, c) in items.items() if table[n]["subset"] == "train"])
+    centre = np.median(train, 0)
+    spread = 1.4826 * np.median(np.abs(train - centre), 0)
+    gains = {}
+    for name, (texture, confidence, chroma) in items.items():
+        target = centre + np.clip(chroma - centre, -CHROMA_SPREAD * spread, CHROMA_SPREAD * spread)
+        gain = target / chroma
+        luminance = np.array([0.299, 0.587, 0.114])
+        gain = gain / (luminance @ (gain * chroma) / (luminance @ chroma))  # keep the skin's luminance
+        normalised = np.clip(texture * gain, 0, 1)
+        conf = torch.from_numpy(confidence)[None, None]
+        filled = (conf + (1 - conf) * 0.8 * layout.mirrored(conf))[0, 0].numpy() * layout.mask[0].numpy()
+        subset = table[name]["subset"]
+        write_image(out / subset / f"{name}.png", normalised)
+        write_image(out / subset / f"{name}_conf.png", filled)
+        write_image(out / f"{subset}_raw" / f"{name}.png", texture)
+        write_image(out / f"{subset}_raw" / f"{name}_conf.png", filled)
+        gains[name] = gain.tolist()
+    write_json(args.work / "normalisation.json", {"centre": centre.tolist(), "spread": spread.tolist(),
+                                                   "gains": gains})
+    changed = sum(np.abs(np.array(g) - 1).max() > 0.02 for g in gains.values())
+    logger.info("normalised %d maps (%d with a gain change above 2 %%)", len(gains), changed)
+    return gains
+
+
+def _load_maps(folder: Path, resolution: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    names = sorted(p.stem for p in folder.glob("*.png") if not p.stem.endswith("_conf"))
+    maps, confs = [], []
+    for name in names:
+        maps.append(torch.from_numpy(read_image(folder / f"{name}.png").copy()).permute(2, 0, 1).float() / 255)
+        confs.append(torch.from_numpy(read_image(folder / f"{name}_conf.png")[..., :1].copy()).permute(2, 0, 1)
+                     .float() / 255)
+    resize = lambda x: F.interpolate(torch.stack(x), size=resolution, mode="area")  # noqa: E731
+    return resize(maps), resize(confs), names
+
+
+def reconstruction_psnr(model: UVAlbedoModel, maps: torch.Tensor, confidence: torch.Tensor, ridge: float = 1e-3):
+    """PSNR (N,) of projecting maps onto the model, over texels with confidence > 0.5."""
+    with torch.no_grad():
+        recon = model(model.encode(maps, confidence, ridge=ridge), out_resolution=maps.shape[-1])
+    sure = (confidence > 0.5).float().expand_as(maps)
+    mse = ((recon - maps) ** 2 * sure).flatten(1).sum(1) / sure.flatten(1).sum(1).clamp_min(1)
+    return -10 * torch.log10(mse)
+
+
+def _truncate(data: UVAlbedoModelData, k: int) -> UVAlbedoModelData:
+    return UVAlbedoModelData(mean=data.mean, basis=data.basis[:, :k], std=data.std[:, :k],
+                             explained_variance_ratio=data.explained_variance_ratio[:, :k],
+                             uv_layout_id=data.uv_layout_id, num_maps=data.num_maps)
+
+
+def step_uvapm(args) -> dict:
+    uv = args.work / "uv"
+    layout_id = load_installed_face_model("ict").uv_layout_id
+    results, built = [], {}
+    for resolution in CANDIDATE_RESOLUTIONS:
+        max_k = max(k for k in CANDIDATE_K if 3 * k * resolution**2 * 2 / 1e6 <= UVAPM_BUDGET_MB)
+        data, skipped = build_uv_albedo_model(uv / "train", components=max_k, resolution=resolution,
+                                              uv_layout_id=layout_id, seed=args.seed, progress=not args.quiet)
+        if skipped:
+            logger.warning("%d training maps skipped: %s", len(skipped), skipped)
+        built[resolution] = data
+        maps, confs, _ = _load_maps(uv / "val", resolution)
+        for k in CANDIDATE_K:
+            if k > max_k:
+                continue
+            psnr = reconstruction_psnr(UVAlbedoModel(_truncate(data, k)), maps, confs)
+            results.append({"resolution": resolution, "K": k, "val_psnr": float(psnr.mean()),
+                            "size_mb": 3 * k * resolution**2 * 2 / 1e6})
+            logger.info("R=%d K=%d: validation PSNR %.2f dB", resolution, k, results[-1]["val_psnr"])
+    best_psnr = max(r["val_psnr"] for r in results)
+    # the smallest model within 0.1 dB of the best
+    chosen = min((r for r in results if r["val_psnr"] >= best_psnr - 0.1), key=lambda r: r["size_mb"])
+    data = _truncate(built[chosen["resolution"]], chosen["K"])
+    save_uv_albedo_model(args.output_dir / "uvapm_ict.npz", data, basis_dtype=np.float16)
+    summary = {"candidates": results, "chosen": chosen,
+               "explained_variance": data.explained_variance_ratio.sum(1).tolist(), "num_maps": data.num_maps}
+    write_json(args.work / "uvapm_selection.json", summary)
+    logger.info("chosen R=%d K=%d (%.2f dB)", chosen["resolution"], chosen["K"], chosen["val_psnr"])
+    return summary
+
+
+def chroma_share(folder: Path, low_pass_resolution: int) -> float:
+    """Share of the high-frequency detail energy that luminance detail cannot represent."""
+    maps, confs, _ = _load_maps(folder, 512)
+    detail = extract_detail(maps, low_pass_resolution, 3)
+    luminance = rgb_to_luminance(detail)
+    weight = (confs > 0.5).float()
+    total = ((detail**2) * weight).sum()
+    residual = (((detail - luminance) ** 2) * weight).sum()
+    return float(residual / total)
+
+
+def step_detail(args) -> dict:
+    from models.detail_generator import load_detail_checkpoint, save_detail_generator
+    from models.detail_training import DetailTrainingConfig, train_detail_generator
+
+    uvapm = json.loads((args.work / "uvapm_selection.json").read_text())["chosen"]
+    low = uvapm["resolution"]
+    share = chroma_share(args.work / "uv" / "train", low)
+    channels = 1 if share < 0.15 else 3
+    logger.info("chromatic share of the detail energy: %.3f -> %d-channel detail", share, channels)
+    config = DetailTrainingConfig()
+    config.model = DetailGeneratorConfig(resolution=512, channels=channels, latent_dim=args.latent_dim,
+                                         base_channels=args.base_channels, low_pass_resolution=low)
+    config.data.dataset_path = str(args.work / "uv" / "train")
+    config.data.val_split = 0.1
+    config.data.num_workers = 0
+    config.epochs, config.batch_size, config.seed = args.epochs, 8, args.seed
+    config.device = "cpu"
+    config.output_dir = str(args.work / "detail_run")
+    last = Path(config.output_dir) / "last.pt"
+    if last.is_file():
+        config.resume = str(last)
+    result = train_detail_generator(config, progress=not args.quiet)
+    model, _ = load_detail_checkpoint(result.best_checkpoint)
+    save_detail_generator(args.output_dir / "detail_ict.pt", model.half())
+    summary = {"chroma_share": share, "channels": channels, "history": result.history}
+    write_json(args.work / "detail_summary.json", summary)
+    return summary
+
+
+STEPS = ("split", "fit", "select", "normalise", "uvapm", "detail")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", default=str(REPO.parent / "shared" / "data" / "faces" / "single"))
+    parser.add_argument("--work_dir", default="/tmp/uvapm_build")
+    parser.add_argument("--output_dir", default=str(REPO / "checkpoints" / "default"))
+    parser.add_argument("--steps", default="all", help=f"comma-separated subset of {','.join(STEPS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=12, help="detail generator epochs")
+    parser.add_argument("--latent_dim", type=int, default=128)
+    parser.add_argument("--base_channels", type=int, default=8)
+    add_logging_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    seed_everything(args.seed)
+    args.work, args.output_dir = Path(args.work_dir), Path(args.output_dir)
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    steps = STEPS if args.steps == "all" else tuple(args.steps.split(","))
+    split = step_split(args) if "split" in steps else json.loads((args.work / "split.json").read_text())
+    if "fit" in steps:
+        step_fit(args)
+    table = (step_select(args, split) if "select" in steps
+             else json.loads((args.work / "selection.json").read_text()))
+    if "normalise" in steps:
+        step_normalise(args, table)
+    if "uvapm" in steps:
+        step_uvapm(args)
+    if "detail" in steps:
+        step_detail(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""End to end: ``fitting.run`` on real photos with small models built by the test.
+
+Small sizes keep it fast: 64x64 UV maps and detail crops, a few optimisation
+steps, a 4-component UVAPM built from synthetic maps and an untrained detail
+generator. The pipeline, outputs, resume, failures and torchrun sharding are
+what is tested, not reconstruction quality (benchmarks measure that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fitting.run import main
+from fitting.synthetic import smooth_albedo_map
+from models.detail_generator import DetailGeneratorConfig, DetailVAE, save_detail_generator
+from models.uv_albedo_model import UVAlbedoModelData, save_uv_albedo_model
+from tests.conftest import REPO
+from utils.image_io import read_image, write_image
+from utils.safe_load import load_torch
+
+PHOTOS = ("0003_d3dfr.jpg", "0097_deepface.jpg")
+FACE_FILES = ("uv_albedo.png", "uv_albedo_coarse.png", "uv_unwrapped.png", "uv_confidence.png", "mesh.obj",
+              "mesh.mtl", "mesh_neutral.obj", "mesh.glb", "coeffs.pt", "coeffs.json", "render.png", "summary.png",
+              "loss.png", "log.txt", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory, ict_model):
+    folder = tmp_path_factory.mktemp("models")
+    maps = smooth_albedo_map(40, 32, torch.Generator().manual_seed(0)).reshape(40, 3, -1)
+    mean = maps.mean(0)
+    centred = (maps - mean).permute(1, 0, 2)  # (3, N, D)
+    _, s, vt = torch.linalg.svd(centred, full_matrices=False)
+    K = 4
+    data = UVAlbedoModelData(mean=mean.reshape(3, 32, 32).numpy(), basis=vt[:, :K].numpy(),
+                             std=(s[:, :K] / 39**0.5).numpy(),
+                             explained_variance_ratio=(s[:, :K] ** 2 / (s**2).sum(1, keepdim=True)).numpy(),
+                             uv_layout_id=ict_model.uv_layout_id, num_maps=40)
+    save_uv_albedo_model(folder / "uvapm.npz", data)
+    torch.manual_seed(0)
+    detail = DetailVAE(DetailGeneratorConfig(resolution=64, channels=1, latent_dim=8, base_channels=4,
+                                             max_channels=16, low_pass_resolution=32))
+    save_detail_generator(folder / "detail.pt", detail)
+    return folder
+
+
+@pytest.fixture()
+def photo_dir(tmp_path, faces_dir):
+    folder = tmp_path / "photos with space"
+    folder.mkdir()
+    for name in PHOTOS:
+        (folder / name).symlink_to(faces_dir / "single" / name)
+    return folder
+
+
+def _args(photo_dir: Path, out: Path, models: Path, *extra: str) -> list[str]:
+    sets = ["shape.refine.optim.steps=4", "albedo.optim.steps=3", "detail.optim.steps=2", "unwrap.resolution=64",
+            "detail_crop_size=64", "detail.render_size=64", "shape.landmarks.iterations=10"]
+    return ["--input_dir", str(photo_dir), "--output_dir", str(out), "--uvapm", str(models / "uvapm.npz"),
+            "--detail_model", str(models / "detail.pt"), "-q", *[a for s in sets for a in ("--set", s)], *extra]
+
+
+def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
+    out = tmp_path / "out"
+    assert main(_args(photo_dir, out, small_models)) == 0
+    for photo in PHOTOS:
+        folder = out / Path(photo).stem
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(FACE_FILES)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["stages"] == [1, 2, 3]
+        for key in ("stage1_psnr", "stage2_psnr", "stage3_psnr", "stage3_ssim", "landmark_error"):
+            assert np.isfinite(metrics[key]), key
+        assert metrics["landmark_error"] < 0.06
+        assert set(metrics["seconds"]) == {"stage1", "unwrap", "stage2", "stage3"}
+        assert metrics["networks"]["arcface"].startswith("skipped")
+        assert read_image(folder / "uv_albedo.png").shape == (64, 64, 3)
+        coeffs = load_torch(folder / "coeffs.pt")
+        assert coeffs["identity"].shape == (1, 100) and coeffs["albedo"].shape == (1, 12)
+        assert coeffs["detail"].shape == (1, 8)
+        assert json.loads((folder / "coeffs.json").read_text())["face_model"] == "ict"
+        photo = read_image(photo_dir / photo)
+        assert read_image(folder / "render.png").shape == photo.shape  # composited on the photo itself
+        assert read_image(folder / "summary.png").shape == (224, 7 * 224, 3)
+    # the gallery lists both faces and links their pictures
+    index = (out / "index.html").read_text()
+    for photo in PHOTOS:
+        assert f'href="{Path(photo).stem}/summary.png"' in index
+    assert (out / "failures.tsv").read_text() == "file\treason\n"
+    # a second run skips the complete faces and rewrites none of their files
+    def stamps():
+        return {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.suffix in (".pt", ".png", ".obj", ".json")}
+
+    before = stamps()
+    assert main(_args(photo_dir, out, small_models)) == 0
+    assert before == stamps()
+
+
+def test_mesh_opens_textured_in_trimesh(photo_dir, small_models, tmp_path):
+    import trimesh
+
+    out = tmp_path / "out"
+    assert main(_args(photo_dir, out, small_models, "--stages", "1,2")) == 0
+    folder = out / Path(PHOTOS[0]).stem
+    scene = trimesh.load(folder / "mesh.obj", force="scene")
+    textured = [g for g in scene.geometry.values() if getattr(g.visual, "uv", None) is not None
+                and getattr(g.visual.material, "image", None) is not None]
+    assert textured and textured[0].visual.material.image.size == (64, 64)
+    assert sum(len(g.faces) for g in scene.geometry.values()) == 22288  # face + head/neck triangles of ICT
+    glb = trimesh.load(folder / "mesh.glb", force="scene")
+    assert sum(len(g.faces) for g in glb.geometry.values()) == 22288
+    assert not (folder / "metrics.json").read_text().count("stage3_psnr")
+
+
+def test_bad_file_is_reported_and_the_rest_completes(photo_dir, small_models, tmp_path):
+    (photo_dir / "broken.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(_args(photo_dir, out, small_models, "--stages", "1")) == 1
+    failures = (out / "failures.tsv").read_text().splitlines()
+    assert failures[0] == "file\treason" and failures[1].startswith("broken.jpg\tpreprocess: ")
+    assert "not a recognised image format" in failures[1]
+    for photo in PHOTOS:
+        assert (out / Path(photo).stem / "metrics.json").is_file()
+    assert "broken.jpg" in (out / "index.html").read_text()
+
+
+def test_missing_uvapm_is_a_clear_error(photo_dir, tmp_path, capsys):
+    code = main(["--input_dir", str(photo_dir), "--output_dir", str(tmp_path / "o"), "--uvapm",
+                 str(tmp_path / "nope.npz"), "-q"])
+    assert code == 2
+    assert "nope.npz" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(photo_dir, small_models, tmp_path):
+    """Two ranks shard the faces; each face comes out as in a single process (same thread count)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launchers = {one: [sys.executable, "-m"],
+                 two: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]}
+    for out, launcher in launchers.items():
+        proc = subprocess.run([*launcher, "fitting.run", *_args(photo_dir, out, small_models, "--stages", "1,2")],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for photo in PHOTOS:
+        name = Path(photo).stem
+        a, b = load_torch(one / name / "coeffs.pt"), load_torch(two / name / "coeffs.pt")
+        for key in ("identity", "expression", "angles", "translation", "gamma", "albedo"):
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+        assert (read_image(one / name / "uv_albedo.png") == read_image(two / name / "uv_albedo.png")).all()
+        assert (one / name / "mesh.obj").read_bytes() == (two / name / "mesh.obj").read_bytes()
+    assert (two / "index.html").is_file()
+
+
+def test_help_and_bad_stages(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "--input_dir" in capsys.readouterr().out
+    assert main(["--input_dir", ".", "--stages", "2,3"]) == 2
+    assert "stages run in order from 1" in capsys.readouterr().err
+
+
+def test_write_image_keeps_layout_id(tmp_path):
+    from utils.image_io import read_png_text
+
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3)), text={"uv_layout_id": "abc"})
+    assert read_png_text(tmp_path / "a.png") == {"uv_layout_id": "abc"}
