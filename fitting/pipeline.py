@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,34 +237,31 @@ class Pipeline:
         seconds: dict[str, float] = {}
         histories: dict[str, list] = {}
 
-        on_stage("stage 1")
-        start = time.perf_counter()
-        shape = self.shape_fitter.fit(image, landmarks, skin, parse)
+        @contextmanager
+        def stage(name: str):
+            on_stage(name)
+            start = time.perf_counter()
+            yield
+            seconds[name] = time.perf_counter() - start
+
+        with stage("stage1"):
+            shape = self.shape_fitter.fit(image, landmarks, skin, parse)
         params = shape.params
         histories["stage1"] = shape.history
-        seconds["stage1"] = time.perf_counter() - start
-
-        on_stage("unwrap")
-        start = time.perf_counter()
-        detail_image = self._detail_crops(faces, image)
-        unwrapped = unwrap_texture(model, params, detail_image, skin, self.layout, self.config.unwrap)
-        seconds["unwrap"] = time.perf_counter() - start
-
+        with stage("unwrap"):
+            detail_image = self._detail_crops(faces, image)
+            unwrapped = unwrap_texture(model, params, detail_image, skin, self.layout, self.config.unwrap)
         coarse = final = None
         if self.albedo_fitter is not None:
-            on_stage("stage 2")
-            start = time.perf_counter()
-            albedo = self.albedo_fitter.fit(image, skin, parse, landmarks, params, unwrapped)
+            with stage("stage2"):
+                albedo = self.albedo_fitter.fit(image, skin, parse, landmarks, params, unwrapped)
             params, coarse = albedo.params, albedo.albedo_map
             histories["stage2"] = albedo.history
-            seconds["stage2"] = time.perf_counter() - start
         if self.detail_fitter is not None and coarse is not None:
-            on_stage("stage 3")
-            start = time.perf_counter()
-            detail = self.detail_fitter.fit(detail_image, skin, parse, params, coarse, unwrapped)
+            with stage("stage3"):
+                detail = self.detail_fitter.fit(detail_image, skin, parse, params, coarse, unwrapped)
             params, final = detail.params, detail.albedo_map
             histories["stage3"] = detail.history
-            seconds["stage3"] = time.perf_counter() - start
 
         maps = {"stage1": F.interpolate(shape.albedo_proxy, size=64, mode="bilinear", align_corners=False)}
         if coarse is not None:

@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from models.camera import PinholeCamera
 from models.face_model import FaceModel
 from models.renderer import Renderer, RenderSettings
+from models.shading import AMBIENT_OFFSET, sh_shading
 
 from .landmark_fit import LandmarkFitConfig, LandmarkFitter, landmark_weights, normalized_landmark_error
 from .losses import gaussian_prior, landmark_loss, lighting_monochrome_loss, photometric_loss
 from .optim import OptimConfig, minimize
 from .params import FaceParams
 
-__all__ = ["PhotometricShapeConfig", "ShapeFitConfig", "ShapeFitter", "ShapeFitResult", "fit_mask", "skin_colour"]
+__all__ = ["PhotometricShapeConfig", "ShapeFitConfig", "ShapeFitter", "ShapeFitResult", "fit_mask", "skin_colour",
+           "normalize_light_scale"]
 
 logger = logging.getLogger("uvapm.fitting.shape")
 
@@ -90,6 +92,30 @@ class ShapeFitResult:
     history: list
 
 
+def normalize_light_scale(gamma: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fix the albedo/light scale ambiguity: rescale the light so that it gives shading 1 (mean over RGB)
+    on a surface facing along the face's forward direction.
+
+    Albedo times shading is unchanged when the light is divided by ``s`` and
+    the albedo multiplied by it; this picks the ``s`` that makes an albedo
+    the colour the skin would have under unit frontal light, so unwrapped
+    textures of well-exposed photos do not saturate and all faces share one
+    convention.
+
+    Args:
+        gamma: (B, 27) SH lighting (without the ambient offset).
+        rotation: (B, 3, 3) head rotations.
+
+    Returns:
+        The rescaled lighting (B, 27) and the albedo factor ``s`` (B,).
+    """
+    forward = rotation[:, :, 2][:, None, :]  # the face's +z axis in world space, (B, 1, 3)
+    scale = sh_shading(forward, gamma)[:, 0].mean(-1).clamp_min(1e-3)  # (B,)
+    offset = torch.zeros(27, dtype=gamma.dtype, device=gamma.device)
+    offset[::9] = AMBIENT_OFFSET
+    return (gamma + offset) / scale[:, None] - offset, scale
+
+
 def fit_mask(render_mask: torch.Tensor, skin_mask: torch.Tensor, parse_mask: torch.Tensor | None) -> torch.Tensor:
     """Pixels the colour losses use: rendered x skin (x parse), (B, 1, H, W)."""
     mask = render_mask * skin_mask
@@ -147,6 +173,8 @@ class ShapeFitter:
         if cfg.optim.steps > 0:
             params, proxy, history = self._refine(params, proxy, image, landmarks, skin_mask, parse_mask,
                                                   log["index"])
+        params.gamma, scale = normalize_light_scale(params.gamma, params.rotation)
+        proxy = proxy * scale[:, None, None, None]
         index = self.landmark_fitter._select_contour(
             torch.cat([params.angles, params.translation, params.identity, params.expression], 1)
         )

@@ -64,12 +64,15 @@ from utils.image_io import list_images, read_image, write_image  # noqa: E402
 
 logger = logging.getLogger("uvapm.build")
 
-#: Rejection thresholds of the ``select`` step.
+#: Rejection thresholds of the ``select`` step, set near the tails of the distributions over the shared
+#: photos (medians: landmark error 0.019, coverage 0.18 of the whole UV layout, occlusion 0.45 — eyes, brows,
+#: lips and nostrils are outside the skin mask by design —, stage-1 PSNR 27.6 dB).
 THRESHOLDS = {
-    "landmark_error": 0.045,  # mean landmark error / outer-eye-corner distance, at most
-    "unwrap_coverage": 0.20,  # mean texel confidence over the UV layout, at least
-    "occlusion": 0.45,  # share of the landmark face region not in the skin mask, at most
-    "stage1_psnr": 20.0,  # re-render PSNR (dB) in the skin mask after stage 1, at least
+    "landmark_error": 0.04,  # mean landmark error / outer-eye-corner distance, at most (~99th percentile)
+    "unwrap_coverage": 0.12,  # mean texel confidence over the UV layout, at least (~7th percentile)
+    "occlusion": 0.65,  # share of the landmark face region outside the skin mask, at most (~92nd percentile)
+    "stage1_psnr": 21.0,  # re-render PSNR (dB) in the skin mask after stage 1, at least (~3rd percentile)
+    "skin_chroma": 0.02,  # spread of the skin's median chromaticity from grey, at least (grayscale photos fail)
 }
 #: Chromaticities further than this many robust standard deviations from the population median are pulled in.
 CHROMA_SPREAD = 1.5
@@ -99,7 +102,7 @@ def step_split(args) -> dict:
 def step_fit(args) -> None:
     config = FittingConfig(face_model="ict", stages=[1], seed=args.seed)
     config.outputs.glb = False
-    run_folder(Path(args.photos), args.work / "fit", config, overwrite=False, progress=not args.quiet)
+    run_folder(Path(args.photos), args.work / "fit", config, overwrite=args.overwrite, progress=not args.quiet)
 
 
 def _occlusion(record: dict) -> float:
@@ -126,11 +129,14 @@ def step_select(args, split) -> dict:
                 continue
             metrics = json.loads(metrics_path.read_text())
             record = load_processed(fit / "processed_data" / f"{name}.pt")
+            texture = read_image(fit / name / "uv_unwrapped.png").astype(np.float32) / 255.0
+            confidence = read_image(fit / name / "uv_confidence.png")[..., 0].astype(np.float32) / 255.0
             stats = {
                 "landmark_error": metrics["landmark_error"],
                 "unwrap_coverage": metrics["unwrap_coverage"],
                 "occlusion": _occlusion(record),
                 "stage1_psnr": metrics["stage1_psnr"],
+                "skin_chroma": float(np.abs(_median_chroma(texture, confidence) - 1 / 3).max()),
             }
             reasons = [k for k, v in stats.items()
                        if (v > THRESHOLDS[k] if k in ("landmark_error", "occlusion") else v < THRESHOLDS[k])]
@@ -293,6 +299,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", default=str(REPO / "checkpoints" / "default"))
     parser.add_argument("--steps", default="all", help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="redo the fit step for faces already fitted")
     parser.add_argument("--epochs", type=int, default=12, help="detail generator epochs")
     parser.add_argument("--latent_dim", type=int, default=128)
     parser.add_argument("--base_channels", type=int, default=8)

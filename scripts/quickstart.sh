@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a fresh machine: create .venv, install the pinned
 # requirements and the default ICT-FaceKit face model, write the bundled
-# example photo and reconstruct it.
+# example photo (skimage.data.astronaut(), public domain) and reconstruct it
+# with the default models in checkpoints/default/.
 #
 #   bash scripts/quickstart.sh [ICT_SOURCE]
 #
@@ -31,4 +32,5 @@ import skimage.data
 from utils.image_io import write_image
 write_image('examples/astronaut/astronaut.png', skimage.data.astronaut())
 "
-.venv/bin/python -m utils.assets check
+bash run_rgb_fitting.sh --input_dir examples/astronaut --output_dir examples/astronaut/outputs
+echo "done: open examples/astronaut/outputs/index.html; the textured mesh is examples/astronaut/outputs/astronaut/mesh.obj"

@@ -200,7 +200,7 @@ def test_bad_inputs_fail_one_by_one_and_the_batch_continues(tmp_path, faces_dir,
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
     assert reasons["truncated.jpg"].startswith("corrupt or truncated image")
     assert reasons["notes.png"] == "not a recognised image format"
-    assert reasons["folder.jpg"] == "is a folder, not an image"
+    assert reasons["folder.jpg"] == "is a folder, not a file"
     assert re.match(r"(refused as a decompression bomb|image is 30000x30000 pixels, more than)", reasons["huge.png"])
     assert reasons["noise.png"] == "no face found"
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR")]

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .atomic import write_bytes
 from .errors import FileFormatError
+from .safe_load import read_bytes
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "read_image", "read_png_text", "write_image", "list_images"]
 
@@ -55,17 +56,7 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, EXIF orientation applied."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        reason = "broken symbolic link" if path.is_symlink() else "file not found"
-        raise FileFormatError(path, reason) from None
-    except IsADirectoryError:
-        raise FileFormatError(path, "is a folder, not an image") from None
-    except PermissionError:
-        raise FileFormatError(path, "permission denied") from None
-    except OSError as err:
-        raise FileFormatError(path, f"cannot be read ({err.strerror or err})") from None
+    data = read_bytes(path)
     if not data:
         raise FileFormatError(path, "empty file (0 bytes)")
     try:

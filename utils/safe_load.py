@@ -25,14 +25,16 @@ import torch
 
 from .errors import FileFormatError
 
-__all__ = ["load_npz", "load_torch", "load_restricted_pickle", "load_mat"]
+__all__ = ["read_bytes", "load_npz", "load_torch", "load_restricted_pickle", "load_mat"]
 
 
-def _read(path: Path) -> bytes:
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a file, or a one-line :class:`FileFormatError` saying why they cannot be read."""
+    path = Path(path)
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise FileFormatError(path, "file not found") from None
+        raise FileFormatError(path, "broken symbolic link" if path.is_symlink() else "file not found") from None
     except IsADirectoryError:
         raise FileFormatError(path, "is a folder, not a file") from None
     except PermissionError:
@@ -44,7 +46,7 @@ def _read(path: Path) -> bytes:
 def load_npz(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` file into memory, refusing pickled objects."""
     path = Path(path)
-    data = _read(path)
+    data = read_bytes(path)
     if not data.startswith(b"PK"):
         kind = "a pickle" if data[:1] == b"\x80" else "not a NumPy .npz archive"
         raise FileFormatError(path, f"{kind}; refusing to load it as .npz")
@@ -64,7 +66,7 @@ def load_npz(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str,
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """``torch.load`` with ``weights_only=True`` and readable errors."""
     path = Path(path)
-    data = _read(path)
+    data = read_bytes(path)
     if not data:
         raise FileFormatError(path, "empty file")
     try:
@@ -108,7 +110,7 @@ def load_restricted_pickle(path: str | os.PathLike):
     before it is constructed, so a malicious file cannot run code.
     """
     path = Path(path)
-    data = _read(path)
+    data = read_bytes(path)
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except _RefusedGlobal as err:
@@ -133,7 +135,7 @@ def load_mat(path: str | os.PathLike, schema: Mapping[str, tuple]) -> dict[str, 
     from scipy.io.matlab import MatReadError
 
     path = Path(path)
-    data = _read(path)
+    data = read_bytes(path)
     try:
         mat = scipy.io.loadmat(io.BytesIO(data), variable_names=list(schema))
     except (MatReadError, ValueError, TypeError, OSError, EOFError, KeyError, IndexError, NotImplementedError) as err:
