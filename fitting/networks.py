@@ -16,11 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from models.networks.arcface import ArcFaceEmbedder, arcface_alignment, load_arcface
+from models.networks.deep3d import Deep3DRegressor, load_deep3d, split_coefficients
 from models.networks.vgg_perceptual import VGGPerceptual, load_vgg16
 from utils.assets.checkpoints import OFFICIAL_CHECKPOINTS, official_path
 from utils.errors import FileFormatError, MissingAssetError
 
-__all__ = ["OptionalNetworks", "load_optional_networks", "identity_loss", "perceptual_loss"]
+from .params import FaceParams
+
+__all__ = ["OptionalNetworks", "load_optional_networks", "identity_loss", "perceptual_loss", "deep3d_initial_params"]
 
 logger = logging.getLogger("uvapm.fitting")
 
@@ -32,23 +35,33 @@ class OptionalNetworks:
     Attributes:
         arcface: identity embedder, or None.
         vgg: perceptual network, or None.
+        deep3d: HiFi3D++ coefficient regressor (stage-1 initialisation), or None.
         status: name -> "used" or "skipped: <reason>".
     """
 
     arcface: ArcFaceEmbedder | None = None
     vgg: VGGPerceptual | None = None
+    deep3d: Deep3DRegressor | None = None
     status: dict = field(default_factory=dict)
 
 
 def load_optional_networks(
-    checkpoints_dir: str | os.PathLike, device: torch.device, use_arcface: bool = True, use_vgg: bool = True
+    checkpoints_dir: str | os.PathLike, device: torch.device, use_arcface: bool = True, use_vgg: bool = True,
+    face_model: str = "ict",
 ) -> OptionalNetworks:
-    """Load what is present; a missing or broken file is skipped with its reason (logged once)."""
+    """Load what is present; a missing or broken file is skipped with its reason (logged once).
+
+    The Deep3D regressor predicts HiFi3D++ coefficients, so it is only
+    considered for ``face_model == "hifi3dpp"``.
+    """
     networks = OptionalNetworks()
     without = {c.key: c.without for c in OFFICIAL_CHECKPOINTS}
-    for key, wanted, loader in (("arcface", use_arcface, load_arcface), ("vgg", use_vgg, load_vgg16)):
+    wanted_networks = (("arcface", use_arcface, load_arcface), ("vgg", use_vgg, load_vgg16),
+                       ("deep3d", face_model == "hifi3dpp", load_deep3d))
+    for key, wanted, loader in wanted_networks:
         if not wanted:
-            networks.status[key] = "skipped: disabled in the config"
+            networks.status[key] = ("skipped: disabled in the config" if key != "deep3d"
+                                    else "skipped: predicts HiFi3D++ coefficients only")
             continue
         path = official_path(checkpoints_dir, key)
         try:
@@ -60,6 +73,21 @@ def load_optional_networks(
             networks.status[key] = f"skipped: {err}"
         logger.info("%s: %s", key, networks.status[key])
     return networks
+
+
+def deep3d_initial_params(regressor: Deep3DRegressor, image: torch.Tensor, num_expression: int) -> FaceParams:
+    """Stage-1 starting parameters from the Deep3D regressor (the reference's stage 1).
+
+    Args:
+        image: (B, 3, 224, 224) crops aligned as the reference aligns them
+            (``--set preprocess.reference_template=topo_assets/similarity_Lm3D_all.mat``
+            reproduces its alignment exactly).
+        num_expression: the face model's expression count (45 for HiFi3D++).
+    """
+    with torch.no_grad():
+        coeffs = split_coefficients(regressor(image))
+    return FaceParams(identity=coeffs.id, expression=coeffs.exp[:, :num_expression], angles=coeffs.angle,
+                      translation=coeffs.trans, gamma=coeffs.gamma)
 
 
 def identity_loss(arcface: ArcFaceEmbedder, render: torch.Tensor, image: torch.Tensor,

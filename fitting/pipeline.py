@@ -39,7 +39,7 @@ from .albedo import AlbedoFitConfig, AlbedoFitter
 from .alignment import warp_to_crop
 from .detail import DetailFitConfig, DetailFitter
 from .metrics import high_frequency_psnr, masked_psnr, masked_ssim
-from .networks import load_optional_networks
+from .networks import deep3d_initial_params, load_optional_networks
 from .params import FaceParams
 from .preprocess import PreprocessConfig
 from .shape import ShapeFitConfig, ShapeFitter, fit_mask
@@ -186,7 +186,8 @@ class Pipeline:
             self.uvapm = UVAlbedoModel.from_file(path, uv_layout_id=self.face_model.uv_layout_id).to(device)
             self.uvapm.check_layout(self.face_model)
             logger.info("UV albedo model: %s", path)
-        networks = load_optional_networks(ckpt, device, config.use_arcface, config.use_vgg)
+        networks = load_optional_networks(ckpt, device, config.use_arcface, config.use_vgg, config.face_model)
+        self.deep3d = networks.deep3d
         self.networks_status = dict(networks.status)
         if 3 in self.stages:
             path = _pick_model(config.detail_model, DEFAULT_MODELS_DIR / f"detail_{config.face_model}.pt",
@@ -245,7 +246,9 @@ class Pipeline:
             seconds[name] = time.perf_counter() - start
 
         with stage("stage1"):
-            shape = self.shape_fitter.fit(image, landmarks, skin, parse)
+            init = (deep3d_initial_params(self.deep3d, image, model.num_expression)
+                    if self.deep3d is not None else None)
+            shape = self.shape_fitter.fit(image, landmarks, skin, parse, init=init)
         params = shape.params
         histories["stage1"] = shape.history
         with stage("unwrap"):

@@ -462,3 +462,24 @@ def test_vgg_loader_errors(tmp_path):
 
     with pytest.raises(FileFormatError, match=r"lacks arguments \['resize_images', 'return_lpips'\]"):
         load_vgg16(_save_script(_WrongSignature(), tmp_path / "wrong.pt"))
+
+
+def test_deep3d_initialises_hifi3dpp_fits_only(tmp_path):
+    """The optional-network loader uses Deep3D for HiFi3D++ only, and its output becomes FaceParams."""
+    from fitting.networks import deep3d_initial_params, load_optional_networks
+
+    torch.manual_seed(0)
+    regressor = Deep3DRegressor().eval()
+    (tmp_path / "deep3d_model").mkdir()
+    torch.save({"net_recon": regressor.state_dict(), "epoch": 20}, tmp_path / "deep3d_model" / "epoch_latest.pth")
+    ict = load_optional_networks(tmp_path, torch.device("cpu"), face_model="ict")
+    assert ict.deep3d is None and ict.status["deep3d"].startswith("skipped")
+    hifi = load_optional_networks(tmp_path, torch.device("cpu"), face_model="hifi3dpp")
+    assert hifi.deep3d is not None and hifi.status["deep3d"] == "used"
+    image = torch.rand(2, 3, 224, 224)
+    params = deep3d_initial_params(hifi.deep3d, image, num_expression=45)
+    expected = split_coefficients(regressor(image))
+    torch.testing.assert_close(params.identity, expected.id)
+    torch.testing.assert_close(params.translation, expected.trans)
+    assert params.expression.shape == (2, 45) and (params.expression >= 0).all()
+    assert params.gamma.shape == (2, 27) and params.angles.shape == (2, 3)
