@@ -92,25 +92,27 @@ class ShapeFitResult:
     history: list
 
 
-def normalize_light_scale(gamma: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fix the albedo/light scale ambiguity: rescale the light so that it gives shading 1 (mean over RGB)
-    on a surface facing along the face's forward direction.
+def normalize_light_scale(gamma: torch.Tensor, normals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fix the albedo/light scale ambiguity: rescale the light so that the mean shading over the visible face,
+    weighted by how directly each point faces the camera, is 1 (mean over RGB).
 
     Albedo times shading is unchanged when the light is divided by ``s`` and
-    the albedo multiplied by it; this picks the ``s`` that makes an albedo
-    the colour the skin would have under unit frontal light, so unwrapped
-    textures of well-exposed photos do not saturate and all faces share one
-    convention.
+    the albedo multiplied by it. With this ``s`` an albedo is the face's
+    colour under its own lighting with the light's average over the visible
+    face normalised away, so the albedo's brightness is the photo's, whether
+    the light is frontal or comes from the side (a convention based on one
+    direction would make side-lit albedos several times too dark).
 
     Args:
         gamma: (B, 27) SH lighting (without the ambient offset).
-        rotation: (B, 3, 3) head rotations.
+        normals: (B, V, 3) world-space vertex normals of the face region.
 
     Returns:
         The rescaled lighting (B, 27) and the albedo factor ``s`` (B,).
     """
-    forward = rotation[:, :, 2][:, None, :]  # the face's +z axis in world space, (B, 1, 3)
-    scale = sh_shading(forward, gamma)[:, 0].mean(-1).clamp_min(1e-3)  # (B,)
+    weight = normals[..., 2].clamp_min(0)  # facing the camera (+z)
+    shading = sh_shading(normals, gamma).mean(-1)  # (B, V)
+    scale = ((shading * weight).sum(1) / weight.sum(1).clamp_min(1e-6)).clamp_min(1e-3)
     offset = torch.zeros(27, dtype=gamma.dtype, device=gamma.device)
     offset[::9] = AMBIENT_OFFSET
     return (gamma + offset) / scale[:, None] - offset, scale
@@ -173,7 +175,10 @@ class ShapeFitter:
         if cfg.optim.steps > 0:
             params, proxy, history = self._refine(params, proxy, image, landmarks, skin_mask, parse_mask,
                                                   log["index"])
-        params.gamma, scale = normalize_light_scale(params.gamma, params.rotation)
+        with torch.no_grad():
+            vertices = self.model(params.identity, params.expression, params.rotation, params.translation).vertices
+            normals = self.model.vertex_normals(vertices)[:, self.model.face_vertex_mask]
+        params.gamma, scale = normalize_light_scale(params.gamma, normals)
         proxy = proxy * scale[:, None, None, None]
         index = self.landmark_fitter._select_contour(
             torch.cat([params.angles, params.translation, params.identity, params.expression], 1)
