@@ -13,7 +13,7 @@ timed three ways on the same ICT face, texture and lighting:
 A shape step (vertices move, gradients to the vertices) is timed with the
 cache (re-rasterising only when a vertex moved more than 1.5 px).
 
-    python benchmarks/bm_renderer.py [--size 224] [--steps 10] [--device cpu]
+    python -m benchmarks.bm_renderer [--size 224] [--steps 10] [--device cpu]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import time
 
 import torch
 
-from common import REPO, report  # noqa: F401  (REPO puts the repository on sys.path)
 from models import FaceModel
 from models.camera import PinholeCamera
 from models.face_ops import euler_angles_to_matrix
@@ -31,8 +30,11 @@ from models.renderer import Renderer, RenderSettings
 from models.shading import sh_shading
 from utils.assets import face_model_path
 
+from .common import report
 
-def _pytorch3d_renderer(model, camera, device):
+
+def pytorch3d_renderer(model, camera, device):
+    """A plain pytorch3d renderer with the toolkit's camera, returning images and fragments."""
     from pytorch3d.renderer import (
         AmbientLights,
         HardPhongShader,
@@ -88,7 +90,7 @@ def main(argv=None):
     gamma = torch.randn(1, 27, device=device) * 0.1
     texture = torch.rand(1, 3, 256, 256, device=device, requires_grad=True)
 
-    p3d = _pytorch3d_renderer(model, camera, device)
+    p3d = pytorch3d_renderer(model, camera, device)
     shading_vertex = sh_shading(normals, gamma)
 
     def step_pytorch3d():
@@ -132,7 +134,7 @@ def main(argv=None):
     ]
     report("renderer", f"Renderer step time, ICT face ({model.faces.shape[0]} triangles), {args.size}x{args.size}",
            rows, ["path", "ms/step", "speed-up"],
-           f"python benchmarks/bm_renderer.py --size {args.size} --steps {steps} --device {args.device}"
+           f"python -m benchmarks.bm_renderer --size {args.size} --steps {steps} --device {args.device}"
            + (" --quick" if args.quick else ""))
 
 

@@ -14,10 +14,10 @@
 
 Usage::
 
-    python benchmarks/bm_uvapm_build.py            # N in 200 1000 2000, 256x256, K = 100
-    python benchmarks/bm_uvapm_build.py --quick    # N in 50 100 200, 64x64, K = 20
+    python -m benchmarks.bm_uvapm_build            # N in 200 1000 2000, 256x256, K = 100
+    python -m benchmarks.bm_uvapm_build --quick    # N in 50 100 200, 64x64, K = 20
 
-Results go to ``benchmarks/results/bm_uvapm_build[_quick].{json,md}``.
+Results go to ``benchmarks/results/bm_uvapm_build_{scaling,imputation}[_quick].{json,md}``.
 """
 
 from __future__ import annotations
@@ -34,14 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from models.uv_albedo_model_cli import DEFAULT_CONFIG, UVAPMBuildConfig
+from models.uvapm_build import streaming_channel_pca
+from utils.config import load_config
+from utils.image_io import write_image
 
-from models.uv_albedo_model_cli import DEFAULT_CONFIG, UVAPMBuildConfig  # noqa: E402
-from models.uvapm_build import streaming_channel_pca  # noqa: E402
-from utils.atomic import write_json, write_text  # noqa: E402
-from utils.config import load_config  # noqa: E402
-from utils.image_io import write_image  # noqa: E402
+from .common import REPO, report
 
 
 def smooth_model(resolution: int, K: int, seed: int = 0):
@@ -158,13 +156,6 @@ def accuracy() -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="N in 50 100 200 at 64x64 with K = 20")
@@ -187,19 +178,15 @@ def main(argv=None) -> int:
     scaling_rows = scaling(args)
     accuracy_rows = accuracy()
 
-    name = "bm_uvapm_build_quick" if args.quick else "bm_uvapm_build"
-    results = REPO / "benchmarks" / "results"
-    write_json(results / f"{name}.json", {"environment": environment, "scaling": scaling_rows,
-                                          "imputation_accuracy": accuracy_rows})
-    report = (f"# UVAPM build benchmark ({'quick' if args.quick else 'full'})\n\n"
-              f"`python benchmarks/bm_uvapm_build.py{' --quick' if args.quick else ''}` on {environment['cpus']} CPUs "
-              f"({args.device}), torch {environment['torch']}; {args.resolution}x{args.resolution} maps, "
-              f"K = {args.components}. Importing the builder alone peaks at "
-              f"{environment['import_baseline_rss_mib']} MiB.\n\n"
-              f"## Build time and peak memory against N\n\n{markdown(scaling_rows)}\n\n"
-              f"## Imputation of low-confidence texels (32x32, 400 maps, K = 5)\n\n{markdown(accuracy_rows)}\n")
-    write_text(results / f"{name}.md", report)
-    print("\n" + report)
+    suffix = "_quick" if args.quick else ""
+    command = f"python -m benchmarks.bm_uvapm_build{' --quick' if args.quick else ''}"
+    report(f"bm_uvapm_build_scaling{suffix}",
+           f"UVAPM build time and peak memory against N ({args.resolution}x{args.resolution} maps, "
+           f"K = {args.components}, {args.device})", scaling_rows, list(scaling_rows[0]), command,
+           notes=f"Importing the builder alone peaks at {environment['import_baseline_rss_mib']} MiB.")
+    report(f"bm_uvapm_build_imputation{suffix}",
+           "UVAPM build: imputation of low-confidence texels (32x32, 400 maps, K = 5)", accuracy_rows,
+           list(accuracy_rows[0]), command)
     return 0
 
 

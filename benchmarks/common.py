@@ -2,26 +2,24 @@
 
 Every benchmark prints its table and writes it as JSON and Markdown to
 ``benchmarks/results/<name>.{json,md}`` with the commit, date and machine.
+Benchmarks are modules: run them from the repository root as
+``python -m benchmarks.<name>`` (or all with ``python -m benchmarks``).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from utils.atomic import write_json, write_text
 
-from utils.atomic import write_json, write_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("UVAPM_SHARED", REPO.parent / "shared"))
@@ -69,8 +67,13 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report(name: str, title: str, rows: list[dict], columns: list[str], command: str, notes: str = "") -> str:
-    """Print the table and write ``results/<name>.json`` and ``.md``; returns the Markdown."""
+def report(name: str, title: str, rows: list[dict], columns: list[str], command: str, notes: str = "",
+           results_dir: Path | None = None) -> str:
+    """Print the table and write ``<results_dir>/<name>.json`` and ``.md``; returns the Markdown.
+
+    ``results_dir`` defaults to :data:`RESULTS` (``benchmarks/results``).
+    """
+    results_dir = results_dir or RESULTS
     meta = machine()
     table = format_table(rows, columns)
     md = (
@@ -80,11 +83,9 @@ def report(name: str, title: str, rows: list[dict], columns: list[str], command:
     if notes:
         md += f"\n{notes}\n"
     print(md)
-    write_json(RESULTS / f"{name}.json", {"title": title, "command": command, "machine": meta, "rows": rows,
+    write_json(results_dir / f"{name}.json", {"title": title, "command": command, "machine": meta, "rows": rows,
                                           "notes": notes})
-    write_text(RESULTS / f"{name}.md", md)
+    write_text(results_dir / f"{name}.md", md)
     return md
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2)

@@ -61,11 +61,17 @@ def make_synthetic_faces(
     max_pitch_deg: float = 15.0,
     identity_scale: float = 1.0,
     light_strength: float = 0.3,
+    light_jitter: float = 0.05,
     albedo_map: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
     image_size: int = 224,
 ) -> SyntheticFaces:
-    """Render ``batch`` random faces with known parameters (seeded)."""
+    """Render ``batch`` random faces with known parameters (seeded).
+
+    ``light_strength`` scales a white directional light; ``light_jitter`` is
+    the standard deviation of random noise on all 27 SH coefficients (which
+    also tints the light).
+    """
     g = torch.Generator().manual_seed(seed)
     device = face_model.mean_shape.device
     Ki, Ke = face_model.num_identity, face_model.num_expression
@@ -86,7 +92,7 @@ def make_synthetic_faces(
         1,
     )
     translation = torch.randn(batch, 3, generator=g) * torch.tensor([0.01, 0.01, 0.03]) / face_model.metres_per_unit
-    gamma = torch.randn(batch, 27, generator=g) * 0.05
+    gamma = torch.randn(batch, 27, generator=g) * light_jitter  # includes per-channel colour differences
     direction = torch.randn(batch, 3, generator=g) * light_strength
     gamma.view(batch, 3, 9)[:, :, 1:4] += direction[:, None, :]  # the same directional light in R, G, B
     params = FaceParams(identity, expression, angles, translation, gamma).to(device)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .shading import AMBIENT_OFFSET, sh_basis
 
-__all__ = ["LIGHT_PRESETS", "directional_sh", "light_preset"]
+__all__ = ["LIGHT_PRESETS", "directional_sh", "light_preset", "sphere_normals"]
 
 #: name -> (ambient, [(direction (x right, y up, z to the camera), intensity), ...])
 LIGHT_PRESETS = {
@@ -24,10 +24,10 @@ LIGHT_PRESETS = {
 }
 
 
-def _sphere(count: int = 2000) -> torch.Tensor:
-    """Roughly uniform unit vectors (Fibonacci sphere), (count, 3)."""
+def sphere_normals(count: int = 2000, hemisphere: bool = False) -> torch.Tensor:
+    """Quasi-uniform unit vectors (a Fibonacci sphere), (count, 3) float64; with ``hemisphere`` only z > 0."""
     k = torch.arange(count, dtype=torch.float64) + 0.5
-    z = 1 - 2 * k / count
+    z = 1 - (1 if hemisphere else 2) * k / count
     r = (1 - z * z).sqrt()
     phi = k * math.pi * (3 - math.sqrt(5))
     return torch.stack([r * phi.cos(), r * phi.sin(), z], -1)
@@ -35,7 +35,7 @@ def _sphere(count: int = 2000) -> torch.Tensor:
 
 def directional_sh(ambient: float, lights: list, colour=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """SH coefficients (1, 27) (without the ambient offset) of an ambient term plus directional lights."""
-    normals = _sphere()
+    normals = sphere_normals()
     target = torch.full((len(normals),), float(ambient), dtype=torch.float64)
     for direction, intensity in lights:
         d = F.normalize(torch.tensor(direction, dtype=torch.float64), dim=0)

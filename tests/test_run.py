@@ -2,7 +2,8 @@
 
 Small sizes keep it fast: 64x64 UV maps and detail crops, a few optimisation
 steps, a 4-component UVAPM built from synthetic maps and an untrained detail
-generator. The pipeline, outputs, resume, failures and torchrun sharding are
+generator (:mod:`benchmarks.small_models`, shared with the benchmarks' quick
+runs). The pipeline, outputs, resume, failures and torchrun sharding are
 what is tested, not reconstruction quality (benchmarks measure that).
 """
 
@@ -18,10 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.small_models import QUICK_OVERRIDES, write_small_models
 from fitting.run import main
-from fitting.synthetic import smooth_albedo_map
-from models.detail_generator import DetailGeneratorConfig, DetailVAE, save_detail_generator
-from models.uv_albedo_model import UVAlbedoModelData, save_uv_albedo_model
 from tests.conftest import REPO
 from utils.image_io import read_image, write_image
 from utils.safe_load import load_torch
@@ -35,20 +34,7 @@ FACE_FILES = ("uv_albedo.png", "uv_albedo_coarse.png", "uv_unwrapped.png", "uv_c
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory, ict_model):
     folder = tmp_path_factory.mktemp("models")
-    maps = smooth_albedo_map(40, 32, torch.Generator().manual_seed(0)).reshape(40, 3, -1)
-    mean = maps.mean(0)
-    centred = (maps - mean).permute(1, 0, 2)  # (3, N, D)
-    _, s, vt = torch.linalg.svd(centred, full_matrices=False)
-    K = 4
-    data = UVAlbedoModelData(mean=mean.reshape(3, 32, 32).numpy(), basis=vt[:, :K].numpy(),
-                             std=(s[:, :K] / 39**0.5).numpy(),
-                             explained_variance_ratio=(s[:, :K] ** 2 / (s**2).sum(1, keepdim=True)).numpy(),
-                             uv_layout_id=ict_model.uv_layout_id, num_maps=40)
-    save_uv_albedo_model(folder / "uvapm.npz", data)
-    torch.manual_seed(0)
-    detail = DetailVAE(DetailGeneratorConfig(resolution=64, channels=1, latent_dim=8, base_channels=4,
-                                             max_channels=16, low_pass_resolution=32))
-    save_detail_generator(folder / "detail.pt", detail)
+    write_small_models(folder, ict_model.uv_layout_id)
     return folder
 
 
@@ -62,10 +48,9 @@ def photo_dir(tmp_path, faces_dir):
 
 
 def _args(photo_dir: Path, out: Path, models: Path, *extra: str) -> list[str]:
-    sets = ["shape.refine.optim.steps=4", "albedo.optim.steps=3", "detail.optim.steps=2", "unwrap.resolution=64",
-            "detail_crop_size=64", "detail.render_size=64", "shape.landmarks.iterations=10"]
     return ["--input_dir", str(photo_dir), "--output_dir", str(out), "--uvapm", str(models / "uvapm.npz"),
-            "--detail_model", str(models / "detail.pt"), "-q", *[a for s in sets for a in ("--set", s)], *extra]
+            "--detail_model", str(models / "detail.pt"), "-q", *[a for s in QUICK_OVERRIDES for a in ("--set", s)],
+            *extra]
 
 
 def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):

@@ -1,0 +1,52 @@
+"""Command-line options and fitting configuration shared by the benchmarks that run the pipeline.
+
+Each such benchmark takes the options of ``python -m fitting.run`` that
+matter for measuring (``--uvapm``, ``--detail_model``, ``--device``,
+``--seed``, ``--config``, ``--set``) plus ``--quick``, which shrinks sizes
+and step counts (:data:`benchmarks.small_models.QUICK_OVERRIDES`) and fits
+with small stand-in models: a smoke run whose numbers only have to be sane.
+The fitting outputs skip ``mesh.glb`` (``outputs.glb``), which nothing measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fitting.pipeline import FittingConfig
+from fitting.run import DEFAULT_CONFIG
+from utils.assets import load_installed_face_model
+from utils.cli import add_logging_args
+from utils.config import add_config_args, load_config
+
+from .small_models import QUICK_OVERRIDES, ModelChoice, choose_models
+
+__all__ = ["add_fitting_args", "fitting_config"]
+
+
+def add_fitting_args(parser: argparse.ArgumentParser) -> None:
+    """The shared options (see the module docstring)."""
+    parser.add_argument("--uvapm", help="UV albedo model (default: checkpoints/default/uvapm_ict.npz when present)")
+    parser.add_argument("--detail_model", help="detail generator (default: checkpoints/default/detail_ict.pt)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, few steps and stand-in models: checks that it runs, not a measurement")
+    add_config_args(parser, str(DEFAULT_CONFIG))
+    add_logging_args(parser)
+
+
+def fitting_config(args: argparse.Namespace, scratch: Path, stages=(1, 2, 3)) -> tuple[FittingConfig, ModelChoice]:
+    """The fitting configuration (``--config``, quick overrides, ``--set``) and the models to fit with.
+
+    Stand-in models, when needed, are written to ``scratch``.
+    """
+    overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.overrides]
+    config = load_config(FittingConfig, args.config, overrides)
+    layout_id = load_installed_face_model(config.face_model).uv_layout_id
+    models = choose_models(args.uvapm, args.detail_model, args.quick, config.face_model, layout_id, scratch)
+    config.uvapm, config.detail_model = str(models.uvapm), str(models.detail_model)
+    config.device, config.seed, config.stages = args.device, args.seed, list(stages)
+    config.preprocess.device = args.device
+    config.outputs.glb = False
+    return config, models

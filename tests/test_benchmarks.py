@@ -1,0 +1,175 @@
+"""The benchmarks: the synthetic ground-truth scoring is right, and each benchmark runs in --quick mode.
+
+The scoring tests feed the scoring functions the truth itself (near-perfect
+numbers), the truth under the albedo/light scale ambiguity (still perfect,
+the gain is part of the definition) and deliberately wrong estimates (bad
+numbers). The quick runs go through ``main(argv)`` with the results folder
+redirected to ``tmp_path`` and check that the tables hold sane values.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import common, real_photos, speed, synthetic_gt
+from benchmarks.synthetic_gt import (
+    Estimate,
+    GroundTruth,
+    channel_gain,
+    lighting_error,
+    score,
+    uv_masks,
+)
+from fitting.synthetic import make_synthetic_faces, smooth_albedo_map
+from models.shading import AMBIENT_OFFSET
+from models.uv_layout import UVLayout
+
+
+@pytest.fixture(scope="module")
+def synthetic_truth(ict_model):
+    """Two rendered faces (yaw up to 40 deg) with detailed albedo, their truth and UV masks at 64 texels."""
+    generator = torch.Generator().manual_seed(3)
+    albedo = smooth_albedo_map(2, 64, generator) + 0.05 * torch.randn(2, 3, 64, 64, generator=generator)
+    faces = make_synthetic_faces(ict_model, 2, seed=5, max_yaw_deg=40.0, albedo_map=albedo.clamp(0, 1))
+    truth = GroundTruth(faces.params, faces.vertices, faces.landmarks, faces.albedo_map)
+    return truth, uv_masks(ict_model, faces.params, faces.image, UVLayout(ict_model, 64))
+
+
+def _perfect(truth: GroundTruth) -> Estimate:
+    return Estimate(albedo=truth.albedo, vertices=truth.vertices, landmarks=truth.landmarks, gamma=truth.params.gamma)
+
+
+def test_truth_scores_near_perfect(ict_model, synthetic_truth):
+    truth, masks = synthetic_truth
+    scores = score(ict_model, truth, _perfect(truth), masks)
+    assert (scores["psnr_visible"] > 40).all() and (scores["psnr_unseen"] > 40).all()
+    assert (scores["ssim_visible"] > 0.99).all()
+    torch.testing.assert_close(scores["albedo_gain"], torch.ones(2))
+    assert (scores["vertex_mm"] < 0.1).all()
+    assert (scores["landmark_error"] < 1e-4).all()
+    assert (scores["lighting_error"] < 1e-4).all()
+
+
+def test_gain_absorbs_the_albedo_light_scale(ict_model, synthetic_truth):
+    """Albedo x k with shading / k renders the same image: the scores stay perfect."""
+    truth, masks = synthetic_truth
+    k = torch.tensor([0.8, 0.9, 1.15])
+    gamma = truth.params.gamma.view(-1, 3, 9).clone()
+    gamma[:, :, 0] += AMBIENT_OFFSET
+    gamma = (gamma / k[None, :, None])
+    gamma[:, :, 0] -= AMBIENT_OFFSET
+    estimate = Estimate(albedo=truth.albedo * k[None, :, None, None], gamma=gamma.reshape(-1, 27))
+    gain = channel_gain(truth.albedo, estimate.albedo, masks.visible)
+    torch.testing.assert_close(gain, (1 / k).expand(2, 3), rtol=1e-4, atol=1e-4)
+    scores = score(ict_model, truth, estimate, masks)
+    assert (scores["psnr_visible"] > 40).all()
+    assert (scores["lighting_error"] < 1e-4).all()
+
+
+def test_wrong_estimates_score_badly(ict_model, synthetic_truth):
+    truth, masks = synthetic_truth
+    noise = torch.rand(truth.albedo.shape, generator=torch.Generator().manual_seed(0))
+    other_face = truth.albedo.flip(0)  # each face gets the other's albedo
+    mean_shape = ict_model(rotation=truth.params.rotation, translation=truth.params.translation).vertices
+    wrong = score(ict_model, truth, Estimate(albedo=noise, vertices=mean_shape, gamma=truth.params.gamma.flip(0)),
+                  masks)
+    assert (wrong["psnr_visible"] < 20).all() and (wrong["ssim_visible"] < 0.3).all()
+    assert (wrong["vertex_mm"] > 1.0).all()
+    assert (wrong["lighting_error"] > 0.02).all()
+    swapped = score(ict_model, truth, Estimate(albedo=other_face), masks)
+    perfect = score(ict_model, truth, _perfect(truth), masks)
+    assert (swapped["psnr_visible"] < perfect["psnr_visible"] - 10).all()
+    assert (swapped["ssim_visible"] < 0.8).all()
+
+
+def test_masks_follow_the_pose(ict_model):
+    """A frontal face shows both sides alike; turned by 45 degrees, it shows one side and hides the other."""
+    layout = UVLayout(ict_model, 32)
+    symmetry = []
+    for yaw in (0.0, 45.0):
+        faces = make_synthetic_faces(ict_model, 1, seed=1, max_yaw_deg=1e-6, max_pitch_deg=1e-6)
+        faces.params.angles[:, 1] = math.radians(yaw)
+        masks = uv_masks(ict_model, faces.params, faces.image, layout)
+        assert not (masks.visible * masks.unseen).any()
+        assert masks.visible.sum() > 0.2 * masks.face.sum()
+        # share of the visible texels whose mirror image is visible too
+        symmetry.append(((masks.visible * layout.mirrored(masks.visible)).sum() / masks.visible.sum()).item())
+    assert symmetry[0] > 0.85 and symmetry[1] < symmetry[0] - 0.2
+
+
+def test_lighting_error_is_relative_and_symmetric_in_scale():
+    gamma = torch.zeros(1, 27)
+    brighter = gamma.clone()
+    brighter.view(1, 3, 9)[:, :, 0] += 0.1 * AMBIENT_OFFSET  # shading x 1.1
+    error = lighting_error(gamma, brighter, torch.ones(1, 3))
+    torch.testing.assert_close(error, torch.tensor([0.1]), rtol=1e-4, atol=1e-5)
+    assert lighting_error(gamma, brighter, torch.full((1, 3), 1.1)).item() < 1e-5
+
+
+@pytest.fixture()
+def results_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "results"
+    monkeypatch.setattr(common, "RESULTS", folder)
+    return folder
+
+
+def _rows(folder, name):
+    table = json.loads((folder / f"{name}.json").read_text())
+    assert (folder / f"{name}.md").read_text().startswith("### ")
+    return table["rows"]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
+    assert synthetic_gt.main(["--quick", "-q", "--backgrounds", str(faces_dir / "multi")]) == 0
+    rows = _rows(results_dir, "synthetic_gt_quick")
+    assert {r["difficulty"] for r in rows} == {"easy", "medium", "hard"}
+    assert {r["method"] for r in rows} == set(synthetic_gt.METHODS)
+    for row in rows:
+        assert 8 < row["psnr_visible"] < 60 and 0 < row["ssim_visible"] <= 1, row
+        assert 0 <= row["unseen_share"] < 1 and row["albedo_gain"] > 0
+        assert 0 < row["input_landmark_error"] < 0.1
+        if row["method"] != "unwrapped photo texture":
+            assert 0 < row["vertex_mm"] < 20, row
+        if row["method"].startswith("stage"):
+            assert 0 < row["landmark_error"] < 0.1 and 0 < row["lighting_error"] < 2, row
+    per_face = list(csv.DictReader((results_dir / "synthetic_gt_quick.csv").open()))
+    assert len(per_face) == 3 * len(synthetic_gt.METHODS)
+
+
+def test_real_photos_quick(results_dir, faces_dir, tmp_path):
+    out = tmp_path / "real"
+    assert real_photos.main(["--quick", "-q", "--input_dir", str(faces_dir / "single"), "--output_dir", str(out)]) == 0
+    rows = {r["measure"]: r for r in _rows(results_dir, "real_photos_quick")}
+    assert rows["detection rate"]["mean"] == 1.0 and rows["fit success rate"]["mean"] == 1.0
+    assert 0 < rows["landmark_error"]["mean"] < 0.1
+    assert 10 < rows["psnr"]["mean"] < 50 and 0 < rows["ssim"]["mean"] <= 1
+    assert 10 < rows["psnr_detail"]["mean"] < 50
+    assert 0 < rows["id_distance"]["mean"] < 1.5 and 0 < rows["impostor_distance"]["mean"] < 1.5
+    per_photo = list(csv.DictReader((results_dir / "real_photos_quick.csv").open()))
+    assert len(per_photo) == 2 and all(r["fitted"] == "1" for r in per_photo)
+    assert all((out / "fit" / r["photo"].rsplit(".", 1)[0] / "render.png").is_file() for r in per_photo)
+
+
+def test_speed_quick(results_dir, faces_dir):
+    assert speed.main(["--quick", "-q", "--input_dir", str(faces_dir / "single")]) == 0
+    rows = _rows(results_dir, "speed_quick")
+    assert [r["faces"] for r in rows if r["experiment"].startswith("scaling")] == [2, 4]
+    for row in rows:
+        assert _finite(row["wall_s"]) and row["wall_s"] > 0 and row["peak_rss_mb"] > 100
+    stages = [r for r in rows if r["experiment"] == "all stages"]
+    assert [r["faces"] for r in stages] == [1, 1, 2]
+    for row in stages:
+        assert all(_finite(row[k]) and row[k] > 0 for k in ("stage1", "unwrap", "stage2", "stage3"))
+    losses = [r["final_photo_loss"] for r in rows if r["experiment"].startswith("stage-2 fit")]
+    assert len(losses) == 3
+    # the same fit with each renderer: pytorch3d renders the same image as ours
+    assert max(losses) - min(losses) < 0.02 * max(losses)
