@@ -13,7 +13,9 @@ Writes ``view_<yaw>.png`` per view (RGBA), ``contact_sheet.png`` and, with
 ``--turntable``, ``turntable.gif`` (or ``.mp4``, which needs the
 ``imageio-ffmpeg`` package). The albedo map must be square and, when it
 carries a ``uv_layout_id`` (maps written by this toolkit do), match the face
-model's UV layout.
+model's UV layout. A bad input file is a one-line error naming it (exit code
+2); the command holds a lock on the output folder (:mod:`utils.locking`) and
+writes every file atomically.
 """
 
 from __future__ import annotations
@@ -28,12 +30,20 @@ import torch
 
 from models.face_model import FaceModel
 from models.lighting import LIGHT_PRESETS, light_preset
-from models.view_rendering import SHADING_MODES, contact_sheet, mesh_from_face_model, mesh_from_obj, render_views
+from models.view_rendering import (
+    SHADING_MODES,
+    ViewMesh,
+    contact_sheet,
+    mesh_from_face_model,
+    mesh_from_obj,
+    render_views,
+)
 from utils.assets import load_installed_face_model
 from utils.cli import add_logging_args, resolve_device, run_main, setup_logging
 from utils.config import add_config_args, config_from_args
 from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import read_image, read_png_text, write_image
+from utils.locking import FolderLock
 from utils.safe_load import load_torch
 
 logger = logging.getLogger("uvapm.render")
@@ -87,6 +97,16 @@ def _load_coeffs(path: Path, face_model: FaceModel) -> dict:
     return coeffs
 
 
+def _load_mesh(path: Path) -> ViewMesh:
+    """An OBJ as a :class:`ViewMesh`, checked for what rendering needs."""
+    mesh = mesh_from_obj(path)
+    if not len(mesh.faces):
+        raise FileFormatError(path, "the mesh has no faces")
+    if not (torch.isfinite(mesh.vertices).all() and torch.isfinite(mesh.uvs).all()):
+        raise FileFormatError(path, "vertex or texture coordinates that are not finite numbers")
+    return mesh
+
+
 def render(config: RenderConfig, albedo_path: Path, output: Path, mesh_path: Path | None, coeffs_path: Path | None):
     if config.shading not in SHADING_MODES:
         raise ToolkitError(f"--shading {config.shading!r}: choose one of {', '.join(SHADING_MODES)}")
@@ -99,7 +119,7 @@ def render(config: RenderConfig, albedo_path: Path, output: Path, mesh_path: Pat
     albedo = _load_albedo(albedo_path, face_model).to(device)
     coeffs = _load_coeffs(coeffs_path, face_model) if coeffs_path else None
     if mesh_path:
-        mesh = mesh_from_obj(mesh_path)
+        mesh = _load_mesh(mesh_path)
     elif coeffs is not None:
         mesh = mesh_from_face_model(face_model, coeffs["identity"].float(), coeffs.get("expression"))
     else:
@@ -112,14 +132,14 @@ def render(config: RenderConfig, albedo_path: Path, output: Path, mesh_path: Pat
         sh = coeffs["gamma"].float().reshape(1, 27).to(device)
     else:
         sh = light_preset(config.light).to(device)
-    output.mkdir(parents=True, exist_ok=True)
-    images = render_views(mesh, albedo, list(config.views), sh, config.shading, config.resolution, config.pitch)
-    for yaw, image in zip(config.views, images):
-        write_image(output / f"view_{int(round(yaw)):+04d}.png", image.permute(1, 2, 0).cpu().numpy())
-    write_image(output / "contact_sheet.png", contact_sheet(images).permute(1, 2, 0).cpu().numpy())
-    logger.info("wrote %d views and contact_sheet.png to %s", len(images), output)
-    if config.turntable:
-        _turntable(config, mesh, albedo, sh, output)
+    with FolderLock(output, "render_3d_face.py"):
+        images = render_views(mesh, albedo, list(config.views), sh, config.shading, config.resolution, config.pitch)
+        for yaw, image in zip(config.views, images):
+            write_image(output / f"view_{int(round(yaw)):+04d}.png", image.permute(1, 2, 0).cpu().numpy())
+        write_image(output / "contact_sheet.png", contact_sheet(images).permute(1, 2, 0).cpu().numpy())
+        logger.info("wrote %d views and contact_sheet.png to %s", len(images), output)
+        if config.turntable:
+            _turntable(config, mesh, albedo, sh, output)
 
 
 def _turntable(config: RenderConfig, mesh, albedo, sh, output: Path) -> None:

@@ -9,7 +9,10 @@ Several GPUs or nodes (``--batch_size`` is the global batch)::
     torchrun --nproc_per_node 4 train_detail_generator.py --dataset_path uv_maps/ --batch_size 32
 
 Continue an interrupted run with ``--resume`` (``OUTPUT_DIR/last.pt``) or
-``--resume PATH``. Settings come from ``configs/detail.yaml``; any value can
+``--resume PATH``: SIGINT and SIGTERM stop training within two seconds, and
+``last.pt`` always holds the last completed epoch. A second run on the same
+``--output_dir`` is refused (exit code 2); unusable training files are
+skipped and listed in ``OUTPUT_DIR/failures.tsv``. Settings come from ``configs/detail.yaml``; any value can
 be overridden with ``--set key=value`` (e.g. ``--set model.channels=3``).
 See :mod:`models.detail_training` for the loss and the output folder.
 """

@@ -14,10 +14,16 @@ with ``--all_faces``, k = 0 for the largest face) plus a picture
 ``<output_dir>/vis/<name>.png``: crop | landmarks | skin mask | parse mask.
 
 A file that cannot be used (unreadable, not an image, no face, face too
-small, ...) is reported on one line, listed in ``<output_dir>/failures.tsv``
-(``file<TAB>reason``) and skipped; the batch goes on. Images whose output
-exists are skipped unless ``--overwrite``. Exit code: 0 when every image was
-processed or skipped, 1 when any failed, 2 for usage or configuration errors.
+small, an output that cannot be written, ...) is reported on one line,
+listed in ``<output_dir>/failures.tsv`` (``file<TAB>reason``) and skipped;
+the batch goes on. Images whose output exists are skipped unless
+``--overwrite``, so an interrupted run resumes (SIGINT/SIGTERM stop it within
+two seconds, leaving only complete files). The command holds a lock on
+``--output_dir`` (:mod:`utils.locking`). Output names are the image's name
+without its extension, shortened (with a hash of the full name) when too long
+for the file system. Exit code: 0 when every image was processed or skipped,
+1 when any failed, 2 for usage or configuration errors, an input folder
+without images, an output folder in use or not writable.
 
 The ``.pt`` file (``torch.load(path, weights_only=True)``; read it with
 :func:`load_processed`) holds, in this toolkit's conventions (pixels from the
@@ -50,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import logging
 import math
 import os
@@ -69,8 +76,9 @@ from utils.assets.checkpoints import official_path
 from utils.atomic import save_torch, write_text
 from utils.cli import add_logging_args, resolve_device, run_main, setup_logging
 from utils.config import ConfigError, add_config_args, config_from_args
-from utils.errors import FileFormatError, MissingAssetError, ToolkitError
+from utils.errors import FileFormatError, MissingAssetError, ToolkitError, error_reason, failures_tsv
 from utils.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, list_images, read_image, write_image
+from utils.locking import FolderLock
 from utils.safe_load import load_torch
 
 from .alignment import (
@@ -84,7 +92,7 @@ from .alignment import (
     load_reference_template,
     warp_to_crop,
 )
-from .detection import DETECTOR_METHODS, FaceDetector
+from .detection import DETECTOR_METHODS, HOG_WINDOW, FaceDetector
 from .landmarks import LANDMARK_METHODS, LandmarkDetector
 from .masks import PARSING_SIZE, FaceParser, landmark_masks, parsing_masks
 
@@ -103,6 +111,8 @@ __all__ = [
 logger = logging.getLogger("fitting.preprocess")
 
 FORMAT_VERSION = "1"
+#: Longest output base name in bytes: room for ``_face<k>`` and an extension within a 255-byte file name.
+MAX_NAME_BYTES = 200
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "preprocess.yaml"
 MASK_METHODS = ("auto", "parsing", "landmarks")
 
@@ -232,6 +242,11 @@ class Preprocessor:
             PreprocessError: no face, or no face of at least ``min_face_size``.
         """
         min_size = self.config.min_face_size
+        height, width = image.shape[:2]
+        smallest = min(min_size, HOG_WINDOW // 2**self.config.max_upsample)
+        if min(height, width) < smallest:  # nothing to detect: fail fast (folders of thumbnails, 1x1 spacers)
+            raise PreprocessError(f"image is {width}x{height} pixels, too small to contain a face (the smallest "
+                                  f"detectable is {smallest} px)")
         detections = self.detector.detect(image, min_face_size=min_size, find_all=self.config.all_faces)
         if not detections:
             raise PreprocessError("no face found")
@@ -369,12 +384,22 @@ def load_processed(path: str | os.PathLike) -> dict:
     return data
 
 
+def _fit_name(name: str) -> str:
+    """``name``, or its first bytes plus a hash of all of it when longer than :data:`MAX_NAME_BYTES`."""
+    encoded = os.fsencode(name)
+    if len(encoded) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:10]
+    return f"{os.fsdecode(encoded[: MAX_NAME_BYTES - len(digest) - 1])}~{digest}"
+
+
 def output_names(files: list[Path]) -> dict[Path, str]:
-    """Output base name per input file: its stem, or ``stem_ext`` when two inputs share a stem."""
+    """Output base name per input file: its stem, or ``stem_ext`` when two inputs share a stem (shortened if long)."""
     stems: dict[str, int] = {}
     for path in files:
         stems[path.stem] = stems.get(path.stem, 0) + 1
-    return {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in files}
+    return {p: _fit_name(p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}")
+            for p in files}
 
 
 def _existing_outputs(output_dir: Path, name: str, all_faces: bool) -> list[Path]:
@@ -387,11 +412,6 @@ def _existing_outputs(output_dir: Path, name: str, all_faces: bool) -> list[Path
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def _write_failures(output_dir: Path, failures: list[tuple[str, str]]) -> None:
-    lines = ["file\treason"] + [f"{_one_line(name)}\t{_one_line(reason)}" for name, reason in failures]
-    write_text(output_dir / "failures.tsv", "\n".join(lines) + "\n")
 
 
 def preprocess_folder(
@@ -412,7 +432,10 @@ def preprocess_folder(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise ToolkitError(f"{input_dir}: input folder not found")
-    files = list_images(input_dir)
+    try:
+        files = list_images(input_dir)
+    except OSError as err:
+        raise ToolkitError(f"{input_dir}: cannot list the input folder ({err.strerror or err})") from None
     if not files:
         logger.warning("%s: no images (%s)", input_dir, " ".join(IMAGE_EXTENSIONS))
     names = output_names(files)
@@ -435,13 +458,27 @@ def preprocess_folder(
                 _write_outputs(output_dir, names[path], records, config)
                 result.processed += 1
                 result.faces += len(records)
-            except (FileFormatError, PreprocessError) as err:
-                reason = err.reason if isinstance(err, FileFormatError) else str(err)
+            except Exception as err:  # noqa: BLE001 - one image's failure, whatever it is, must not stop the batch
+                reason = _image_failure(path, err)
+                logger.debug("%s: %s", path.name, reason, exc_info=True)
                 logger.error("%s: %s", path.name, _one_line(reason))
                 result.failures.append((path.name, reason))
             result.seconds.append(time.perf_counter() - start)
-    _write_failures(output_dir, result.failures)
+    write_text(output_dir / "failures.tsv", failures_tsv(result.failures))
     return result
+
+
+def _image_failure(path: Path, err: Exception) -> str:
+    """The reason an image failed, for the log and failures.tsv."""
+    if isinstance(err, FileFormatError):
+        return err.reason if Path(err.path) == path else error_reason(err)
+    if isinstance(err, PreprocessError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"cannot write output ({error_reason(err)})"
+    if isinstance(err, (ToolkitError, MemoryError)):
+        return error_reason(err)
+    return f"unexpected error ({error_reason(err)}); rerun with --verbose for the traceback"
 
 
 def _write_outputs(output_dir: Path, name: str, records: list[dict], config: PreprocessConfig) -> None:
@@ -495,7 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         config = config_from_args(PreprocessConfig, args, _FLAGS)
         output_dir = args.output_dir or os.path.join(args.input_dir, "processed_data")
-        result = preprocess_folder(args.input_dir, output_dir, config, progress=not args.quiet)
+        if not os.path.isdir(args.input_dir):
+            raise ToolkitError(f"{args.input_dir}: input folder not found")
+        if not list_images(args.input_dir):
+            raise ToolkitError(f"{args.input_dir}: no images in the input folder ({' '.join(IMAGE_EXTENSIONS)})")
+        with FolderLock(output_dir, "fitting.preprocess"):
+            result = preprocess_folder(args.input_dir, output_dir, config, progress=not args.quiet)
         mean = sum(result.seconds) / len(result.seconds) if result.seconds else math.nan
         logger.info(
             "%d processed (%d faces), %d skipped, %d failed; %.2f s per image; failures listed in %s",

@@ -9,17 +9,23 @@ and finally ``<output_dir>/index.html`` (a gallery that opens from disk) and
 The output folder is never deleted. A face whose ``metrics.json`` exists is
 complete and skipped (unless ``--overwrite``), so an interrupted run resumes;
 every file is written under a temporary name and renamed, so no half-written
-file is ever visible. A face that fails is reported on one line and listed in
-``failures.tsv``; the others go on. Exit code: 0 when every face succeeded,
-1 when any image or face failed, 2 for usage, configuration or missing-model
-errors.
+file is ever visible. SIGINT or SIGTERM stop the run within two seconds
+(:mod:`utils.interrupts`). A run holds a lock on the output folder
+(:mod:`utils.locking`): a second run on the same folder is refused. A face
+that fails (unreadable or corrupt input, no face, an optimisation that keeps
+diverging, an output file that cannot be written) is reported on one line
+and listed in ``failures.tsv``; the others go on. Exit code: 0 when every
+face succeeded, 1 when any image or face failed, 2 for usage, configuration
+or missing-model errors, an input folder without images, an output folder in
+use or not writable; ended by the signal when interrupted (130/143 in a shell).
 
 Scale-out: ``torchrun --nproc_per_node N -m fitting.run ...`` (``--nnodes``
 for several machines) shards the faces across ranks with
-``torch.distributed`` (NCCL on GPUs, Gloo on CPUs); rank 0 preprocesses and,
-after a barrier, writes the gallery. Each face's result depends only on that
-face (batches are seeded and losses summed per face), so N processes give the
-same outputs as one.
+``torch.distributed`` (NCCL on GPUs, Gloo on CPUs); rank 0 takes the output
+folder's lock for the whole job, preprocesses and, after a barrier, writes
+the gallery. Each face's result depends only on that face (batches are
+seeded and losses summed per face), so N processes give the same outputs as
+one.
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from utils.atomic import write_text
 from utils.cli import add_logging_args, resolve_device, run_main, seed_everything, setup_logging
 from utils.config import add_config_args, config_from_args, save_config
-from utils.errors import FileFormatError, ToolkitError
-from utils.image_io import read_image
+from utils.errors import FileFormatError, ToolkitError, error_reason, failures_tsv
+from utils.image_io import IMAGE_EXTENSIONS, list_images, read_image
+from utils.locking import lock_for_job
 
 from .gallery import write_gallery
 from .outputs import FINAL_OUTPUT, write_face_outputs
@@ -76,6 +83,14 @@ class _Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def gather(self, obj) -> list:
         if not self.enabled:
@@ -116,6 +131,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _fit_failure(err: Exception) -> str:
+    """The reason a face failed, for the log and failures.tsv."""
+    if isinstance(err, OSError):
+        return f"cannot write output ({error_reason(err)})"
+    if isinstance(err, (ToolkitError, MemoryError)):
+        return error_reason(err)
+    return f"unexpected error ({error_reason(err)}); rerun with --verbose for the traceback"
+
+
 def _load_face(path: Path) -> FaceInput:
     record = load_processed(path)
     source = record["info"].get("source", "")
@@ -143,24 +167,26 @@ def _fit_batch(pipeline: Pipeline, faces: list[FaceInput], output_dir: Path, con
                 write_face_outputs(output_dir / face.name, face, result, pipeline.face_model,
                                    config.outputs.uv_1024, config.outputs.glb, lines, run_info)
             return []
-        except (ToolkitError, RuntimeError, ValueError, FloatingPointError) as err:
+        except Exception as err:  # noqa: BLE001 - one face's failure, whatever it is, must not stop the batch
+            reason = _fit_failure(err)
             if len(faces) > 1:
-                logger.warning("batch of %d failed (%s); retrying its faces one by one", len(faces), _one_line(err))
+                logger.warning("batch of %d failed (%s); retrying its faces one by one", len(faces), reason)
                 return [f for face in faces for f in _fit_batch(pipeline, [face], output_dir, config, bar)]
             logger.debug("%s", traceback.format_exc())
-            logger.error("%s: %s", faces[0].name, _one_line(err))
-            return [(faces[0].name, _one_line(err))]
+            logger.error("%s: %s", faces[0].name, reason)
+            return [(faces[0].name, reason)]
 
 
 def run_folder(input_dir: Path, output_dir: Path, config: FittingConfig, overwrite: bool, progress: bool) -> int:
     """The whole run (see the module docstring); returns the exit code."""
     ranks = _Distributed(config.device)
+    lock = None
     try:
         device = ranks.device(config.device)
         processed_dir = output_dir / "processed_data"
         preprocess_failures: list[tuple[str, str]] = []
+        lock = lock_for_job(output_dir, "fitting.run", ranks.rank == 0, ranks.broadcast)
         if ranks.rank == 0:
-            output_dir.mkdir(parents=True, exist_ok=True)
             save_config(output_dir / "config.yaml", config)
             config.preprocess.overwrite = overwrite
             result = preprocess_folder(input_dir, processed_dir, config.preprocess, progress=progress)
@@ -184,8 +210,9 @@ def run_folder(input_dir: Path, output_dir: Path, config: FittingConfig, overwri
                         try:
                             faces.append(_load_face(processed_dir / f"{name}.pt"))
                         except FileFormatError as err:
-                            logger.error("%s: %s", name, _one_line(err.reason))
-                            failures.append((name, err.reason))
+                            reason = f"{err.reason} (rerun with --overwrite to preprocess it again)"
+                            logger.error("%s: %s", name, _one_line(reason))
+                            failures.append((name, reason))
                     if faces:
                         failures += _fit_batch(pipeline, faces, output_dir, config, bar)
                     bar.update(len(batch))
@@ -193,8 +220,7 @@ def run_folder(input_dir: Path, output_dir: Path, config: FittingConfig, overwri
         ranks.barrier()
         if ranks.rank == 0:
             everything = [(n, f"preprocess: {r}") for n, r in preprocess_failures] + all_failures
-            lines = ["file\treason"] + [f"{_one_line(n)}\t{_one_line(r)}" for n, r in everything]
-            write_text(output_dir / "failures.tsv", "\n".join(lines) + "\n")
+            write_text(output_dir / "failures.tsv", failures_tsv(everything))
             write_gallery(output_dir, names, everything)
             done = sum((output_dir / n / FINAL_OUTPUT).is_file() for n in names)
             logger.info("%d faces complete, %d failures; gallery: %s", done, len(everything),
@@ -202,6 +228,8 @@ def run_folder(input_dir: Path, output_dir: Path, config: FittingConfig, overwri
             return 1 if everything else 0
         return 1 if all_failures else 0
     finally:
+        if lock is not None:
+            lock.release()
         ranks.close()
 
 
@@ -253,6 +281,8 @@ def main(argv=None) -> int:
         input_dir = Path(args.input_dir)
         if not input_dir.is_dir():
             raise ToolkitError(f"{input_dir}: input folder not found")
+        if not list_images(input_dir):
+            raise ToolkitError(f"{input_dir}: no images in the input folder ({' '.join(IMAGE_EXTENSIONS)})")
         output_dir = Path(args.output_dir) if args.output_dir else input_dir / "outputs"
         return run_folder(input_dir, output_dir, config, args.overwrite, progress=not args.quiet)
 

@@ -121,8 +121,13 @@ def _read_map(path: str) -> np.ndarray:
     return image
 
 
-def check_uv_maps(items: Sequence[UVMapItem], progress: bool = False) -> tuple[list[UVMapItem], list[str]]:
-    """Decode every map and confidence map once; return the usable items and one line per problem."""
+def check_uv_maps(items: Sequence[UVMapItem], progress: bool = False
+                  ) -> tuple[list[UVMapItem], list[tuple[str, str]]]:
+    """Decode every map and confidence map once.
+
+    Returns:
+        The usable items, and (file, reason) for every file that cannot be used.
+    """
     usable, problems = [], []
     for item in tqdm(items, desc="checking UV maps", disable=not progress, leave=False):
         try:
@@ -135,7 +140,7 @@ def check_uv_maps(items: Sequence[UVMapItem], progress: bool = False) -> tuple[l
                         f"its UV map {size}x{size}"
                     )
         except FileFormatError as err:
-            problems.append(str(err))
+            problems.append((err.path, err.reason))
             continue
         usable.append(item)
     return usable, problems

@@ -17,9 +17,11 @@ With ``kl_weight = 2 sigma^2`` this is the negative ELBO per detail value of
 a Gaussian decoder with noise std sigma (albedo units); the default 2e-4 is
 sigma = 0.01.
 
-Output folder (files written by rank 0, atomically)::
+Output folder (files written by rank 0, atomically; rank 0 holds the
+folder's lock, :mod:`utils.locking`, so a second run on it is refused)::
 
     config.yaml        the resolved configuration
+    failures.tsv       training files that cannot be used (file, reason), skipped
     last.pt            every epoch: model + optimiser, scheduler, epoch, RNG states, history
     best.pt            the model with the lowest validation loss so far
     metrics.json       one entry per epoch
@@ -55,11 +57,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from utils.atomic import save_torch, write_json
+from utils.atomic import save_torch, write_json, write_text
 from utils.cli import resolve_device, seed_everything
 from utils.config import ConfigError, config_to_dict, save_config
-from utils.errors import FileFormatError, ToolkitError
+from utils.errors import FileFormatError, ToolkitError, failures_tsv
 from utils.image_io import write_image
+from utils.locking import lock_for_job
 from utils.plots import line_chart
 
 from .detail_dataset import (
@@ -349,14 +352,15 @@ def _tensorboard_writer_class():
 
 
 def _prepare_data(config: DetailTrainingConfig, progress: bool) -> tuple[list[UVMapItem], list[UVMapItem], list[str]]:
-    """Rank 0's view of the data: (train items, validation items, skipped-file messages)."""
+    """Rank 0's view of the data: (train items, validation items, skipped-file messages); writes failures.tsv."""
     last = Path(config.output_dir) / "last.pt"
     if not config.resume and last.exists():
         raise ToolkitError(f"{last} exists: pass --resume to continue that run, or choose another --output_dir")
     items = find_uv_maps(config.data.dataset_path, config.data.confidence_suffix)
     usable, problems = check_uv_maps(items, progress=progress)
-    for line in problems:
-        logger.warning("skipped %s", line)
+    for path, reason in problems:
+        logger.warning("skipped %s: %s", path, reason)
+    write_text(Path(config.output_dir) / "failures.tsv", failures_tsv(problems))
     if len(usable) < 2:
         raise ToolkitError(
             f"{config.data.dataset_path}: {len(usable)} readable UV map(s) of {len(items)} found; "
@@ -365,7 +369,7 @@ def _prepare_data(config: DetailTrainingConfig, progress: bool) -> tuple[list[UV
     train_idx, val_idx = split_train_val(len(usable), config.data.val_split, config.seed)
     logger.info("%d UV maps: %d for training, %d for validation (%d skipped)",
                 len(usable), len(train_idx), len(val_idx), len(problems))
-    return [usable[i] for i in train_idx], [usable[i] for i in val_idx], problems
+    return [usable[i] for i in train_idx], [usable[i] for i in val_idx], [f"{p}: {r}" for p, r in problems]
 
 
 def _evaluate(model: DetailVAE, loader: DataLoader, device: torch.device, kl_weight: float) -> dict[str, float]:
@@ -419,11 +423,15 @@ def train_detail_generator(config: DetailTrainingConfig, progress: bool = True) 
         Paths of the checkpoints and the per-epoch history.
     """
     processes = _Processes(config.device)
+    lock = None
     try:
         _check_config(config, processes.world_size)
         writer_class = _tensorboard_writer_class() if config.tensorboard else None
+        lock = lock_for_job(config.output_dir, "train_detail_generator", processes.is_main, processes.broadcast)
         return _train(config, processes, progress and processes.is_main, writer_class)
     finally:
+        if lock is not None:
+            lock.release()
         processes.close()
 
 

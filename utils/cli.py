@@ -2,8 +2,11 @@
 
 Each command is a ``main(argv=None)`` that parses arguments, sets up logging,
 loads its YAML config with overrides, and calls library functions. Errors the
-toolkit raises on purpose are printed as one line (a traceback only with
-``--verbose``) and give exit code 2.
+toolkit raises on purpose, and files or folders the system cannot read or
+write (a full disk, a read-only folder), are printed as one line (a traceback
+only with ``--verbose``) and give exit code 2. SIGINT and SIGTERM stop the
+command cleanly within two seconds (:mod:`utils.interrupts`); it then ends by
+that signal (exit status 130 or 143 in a shell).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .errors import ToolkitError
+from .errors import ToolkitError, error_reason
+from .interrupts import Interrupted, end_by_signal, stop_on_signals
 
 __all__ = ["add_logging_args", "setup_logging", "seed_everything", "resolve_device", "run_main"]
 
@@ -51,14 +55,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run_main(main: Callable[[], int], verbose: bool) -> int:
-    """Run ``main`` and turn toolkit errors into a one-line message and exit code 2."""
+    """Run ``main`` with clean stops on signals; errors become a one-line message and exit code 2."""
     try:
-        return main()
-    except ToolkitError as err:
+        with stop_on_signals():
+            return main()
+    except (ToolkitError, OSError) as err:
         if verbose:
             logging.getLogger("uvapm").exception("failed")
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_reason(err)}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"interrupted by {err}; only complete output files were kept", file=sys.stderr)
+        end_by_signal(err.signum)
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -93,6 +93,9 @@ def read_obj(path_or_bytes: str | os.PathLike | bytes, source: str | os.PathLike
     for p in polygons:
         if p.size < 3 or p.min() < 0 or p.max() >= V:
             raise FileFormatError(source, "OBJ face references a missing vertex")
+    for t in polygon_uvs:  # -1: no texture coordinate given
+        if t.size and (t.min() < -1 or t.max() >= T):
+            raise FileFormatError(source, "OBJ face references a missing texture coordinate (vt)")
     return ObjMesh(vertices, uvs, polygons, polygon_uvs, np.array(materials, dtype=str))
 
 

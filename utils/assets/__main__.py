@@ -1,4 +1,9 @@
-"""``python -m utils.assets``: install face models, list them, check checkpoints."""
+"""``python -m utils.assets``: install face models, list them, check checkpoints.
+
+Installing holds a lock on ``$UVAPM_HOME/face_models`` (:mod:`utils.locking`),
+so two installs at once do not race; a bad source is a one-line error naming
+it (exit code 2) and leaves nothing installed.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 from models.face_model_format import save_face_model
 from utils.cli import add_logging_args, run_main, setup_logging
 from utils.errors import FileFormatError, MissingAssetError, ToolkitError
+from utils.locking import FolderLock
 
 from . import FACE_MODELS, face_model_path, ict, installed_face_models, load_installed_face_model, uvapm_home
 from .checkpoints import checkpoint_status
@@ -69,6 +75,11 @@ def _save(name: str, data) -> Path:
 
 
 def install(name: str, source: str | None) -> Path:
+    with FolderLock(face_model_path(name).parent, f"utils.assets install {name}"):
+        return _install(name, source)
+
+
+def _install(name: str, source: str | None) -> Path:
     if name == "ict":
         return install_ict(source)
     if not source:
