@@ -26,7 +26,7 @@ from models.face_model import FaceModel
 from models.renderer import Renderer, RenderSettings
 from models.uv_albedo_model import UVAlbedoModel
 
-from .losses import gaussian_prior, lighting_monochrome_loss, photometric_loss
+from .losses import lighting_monochrome_loss, photometric_loss
 from .networks import OptionalNetworks, identity_loss, perceptual_loss
 from .optim import OptimConfig, minimize
 from .params import FaceParams
@@ -145,7 +145,7 @@ class AlbedoFitter:
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             terms = {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
-                "prior": (cfg.w_prior if std_units else 0.0) * gaussian_prior(coeffs),
+                "prior": (cfg.w_prior if std_units else 0.0) * self.uvapm.prior(coeffs),
                 "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(gamma),
             }
             if nets.arcface is not None or nets.vgg is not None:

@@ -30,6 +30,12 @@ Two files load:
   ``uv_layout_id``              () str        UV layout the maps were unwrapped in
                                               (:func:`models.face_model_format.uv_layout_id`)
   ``num_maps``                  ()            number of maps the model was built from
+  ``coefficient_covariance``    (3K, 3K)      optional: covariance of the training maps'
+                                              coefficients (std units). The channels share
+                                              most of their variation (skin tone moves R, G
+                                              and B together); without it, independent
+                                              N(0, 1) coefficients per channel give random
+                                              colours, so sampling and the fitting prior use it
   ============================  ============  ==============================================
 
 * the paper's ``model_{R}.pkl`` (``official_formats.md`` §11.2), through the
@@ -95,6 +101,8 @@ class UVAlbedoModelData:
         num_maps: maps the model was built from, 0 when unknown.
         coefficient_units: ``"std"`` (N(0, 1) prior) or ``"raw"`` (the
             paper's pkl without known standard deviations).
+        coefficient_covariance: (3K, 3K) joint covariance of the coefficients
+            (std units), or None (then the prior is N(0, I)).
     """
 
     mean: np.ndarray
@@ -104,6 +112,7 @@ class UVAlbedoModelData:
     uv_layout_id: str = ""
     num_maps: int = 0
     coefficient_units: str = "std"
+    coefficient_covariance: np.ndarray | None = None
 
     @property
     def resolution(self) -> int:
@@ -137,6 +146,9 @@ class UVAlbedoModelData:
                 fail(f"{key} holds NaN or Inf")
         if (self.std < 0).any():
             fail("std holds negative values")
+        cov = self.coefficient_covariance
+        if cov is not None and (cov.shape != (_CHANNELS * K, _CHANNELS * K) or not np.isfinite(cov).all()):
+            fail(f"coefficient_covariance has shape {cov.shape} or non-finite values, expected ({3 * K}, {3 * K})")
         if self.coefficient_units not in ("std", "raw"):
             fail(f"coefficient_units is {self.coefficient_units!r}, expected 'std' or 'raw'")
 
@@ -158,6 +170,8 @@ def save_uv_albedo_model(path: str | os.PathLike, data: UVAlbedoModelData, basis
         "resolution": np.array(data.resolution),
         "uv_layout_id": np.array(str(data.uv_layout_id)),
         "num_maps": np.array(int(data.num_maps)),
+        **({} if data.coefficient_covariance is None
+           else {"coefficient_covariance": data.coefficient_covariance.astype(np.float32)}),
     })
 
 
@@ -203,6 +217,8 @@ def _load_npz(path: Path) -> UVAlbedoModelData:
         explained_variance_ratio=arrays["explained_variance_ratio"].astype(np.float32, copy=False),
         uv_layout_id=str(arrays["uv_layout_id"]),
         num_maps=int(arrays["num_maps"]),
+        coefficient_covariance=(arrays["coefficient_covariance"].astype(np.float32)
+                                if "coefficient_covariance" in arrays else None),
     )
     data.validate(path)
     if int(arrays["resolution"]) != data.resolution:
@@ -301,6 +317,12 @@ class UVAlbedoModel(nn.Module):
         self.register_buffer("std", torch.as_tensor(data.std, dtype=torch.float32))
         evr = data.explained_variance_ratio
         self.explained_variance_ratio = None if evr is None else torch.as_tensor(evr, dtype=torch.float32)
+        scale_tril = None
+        if data.coefficient_covariance is not None:
+            cov = torch.as_tensor(data.coefficient_covariance, dtype=torch.float64)
+            cov = 0.5 * (cov + cov.T) + 1e-4 * torch.eye(len(cov), dtype=torch.float64)
+            scale_tril = torch.linalg.cholesky(cov).float()
+        self.register_buffer("scale_tril", scale_tril)
 
     @classmethod
     def from_file(
@@ -358,14 +380,24 @@ class UVAlbedoModel(nn.Module):
         eye = torch.eye(K, dtype=gram.dtype, device=gram.device)
         return torch.linalg.solve(gram + ridge * eye, rhs.unsqueeze(-1)).reshape(B, _CHANNELS * K)
 
+    def prior(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """Negative log prior (B,) up to a constant: ``|L^-1 c|^2 / 2`` with the coefficient
+        covariance ``L L^T`` when the model has one, else ``|c|^2 / 2``."""
+        if self.scale_tril is None:
+            return 0.5 * (coeffs**2).sum(-1)
+        white = torch.linalg.solve_triangular(self.scale_tril, coeffs.T, upper=False).T
+        return 0.5 * (white**2).sum(-1)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, 3, R, R) maps with coefficients drawn from the prior N(0, 1)."""
+        """(n, 3, R, R) maps with coefficients drawn from the prior (joint across channels when known)."""
         if self.coefficient_units != "std":
             raise ToolkitError("this UV albedo model has no standard deviations (paper's .pkl loaded without std=), "
                                "so it has no prior to sample from")
         device = generator.device if generator is not None else self.mean.device
-        coeffs = torch.randn(n, self.num_coeffs, generator=generator, device=device)
-        return self(coeffs.to(self.mean.device))
+        coeffs = torch.randn(n, self.num_coeffs, generator=generator, device=device).to(self.mean.device)
+        if self.scale_tril is not None:
+            coeffs = coeffs @ self.scale_tril.T
+        return self(coeffs)
 
     def check_layout(self, face_model_or_layout_id) -> None:
         """Raise :class:`UVLayoutError` unless the face model uses this model's UV layout.

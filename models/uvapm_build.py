@@ -87,7 +87,7 @@ from tqdm import tqdm
 from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import list_images, read_image
 
-from .uv_albedo_model import UVAlbedoModelData
+from .uv_albedo_model import UVAlbedoModel, UVAlbedoModelData
 
 __all__ = ["UVMapFolder", "ChannelPCA", "streaming_channel_pca", "build_uv_albedo_model"]
 
@@ -449,4 +449,28 @@ def build_uv_albedo_model(
         uv_layout_id=uv_layout_id,
         num_maps=pca.num_maps,
     )
+    data.coefficient_covariance = coefficient_covariance(data, source, device, progress)
     return data, dict(source.failed)
+
+
+def coefficient_covariance(data: UVAlbedoModelData, batches: Iterable[Batch], device: str | torch.device = "cpu",
+                           progress: bool = False, ridge: float = 1e-3) -> np.ndarray:
+    """Covariance (3K, 3K) of the maps' coefficients (std units), one more pass over the maps.
+
+    Each map is projected with its confidence (:meth:`UVAlbedoModel.encode`);
+    the channels' coefficients are strongly correlated, which a per-channel
+    N(0, 1) prior ignores.
+    """
+    model = UVAlbedoModel(data).to(device)
+    total, outer, count = None, None, 0
+    with _progress(batches, "pass: coefficient covariance", progress) as bar:
+        for maps, confidence in batches:
+            with torch.no_grad():
+                coeffs = model.encode(maps.to(device), None if confidence is None else confidence.to(device),
+                                      ridge=ridge).double()
+            total = coeffs.sum(0) if total is None else total + coeffs.sum(0)
+            outer = coeffs.T @ coeffs if outer is None else outer + coeffs.T @ coeffs
+            count += len(coeffs)
+            bar.update(len(coeffs))
+    mean = total / count
+    return ((outer - count * torch.outer(mean, mean)) / max(count - 1, 1)).cpu().numpy()

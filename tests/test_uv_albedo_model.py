@@ -397,3 +397,35 @@ def test_build_command_end_to_end(tmp_path, ict_npz, monkeypatch, capsys):
     rc = main(["build", "--input_dir", str(maps_dir), "--output", str(tmp_path / "x.npz"), "--set", "components=0"])
     assert rc == 2 and "components must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_coefficient_covariance_couples_the_channels(tmp_path):
+    """Maps whose R, G and B vary together give a joint prior whose samples keep the channels together."""
+    from models.uvapm_build import build_uv_albedo_model
+
+    rng = np.random.default_rng(0)
+    R, N = 16, 60
+    pattern = rng.normal(size=(2, R, R))
+    tone = np.array([0.7, 0.5, 0.4])
+    for n in range(N):
+        a, b = rng.normal(size=2)
+        # one shared coefficient per pattern, applied to every channel with the same sign
+        image = tone[:, None, None] + 0.05 * (a * pattern[0] + b * pattern[1])[None] * np.array([1, 0.8, 0.6])[:, None,
+                                                                                                               None]
+        write_image(tmp_path / f"{n:03d}.png", np.clip(image.transpose(1, 2, 0), 0, 1))
+    data, skipped = build_uv_albedo_model(tmp_path, components=2, resolution=R, progress=False, workers=1)
+    assert not skipped and data.coefficient_covariance.shape == (6, 6)
+    model = UVAlbedoModel(data)
+    cov = torch.as_tensor(data.coefficient_covariance)
+    corr = cov / cov.diag().sqrt()[:, None] / cov.diag().sqrt()[None]
+    assert corr[0, 2].abs() > 0.9 and corr[0, 4].abs() > 0.9  # R's first component moves with G's and B's
+    samples = model.sample(200, torch.Generator().manual_seed(0)) - model.mean
+    per_channel = samples.flatten(2)
+    r, g = per_channel[:, 0], per_channel[:, 1]
+    cos = (r * g).sum(1) / (r.norm(dim=1) * g.norm(dim=1))
+    assert cos.mean() > 0.9  # samples keep R and G together instead of random colours
+    aligned = torch.tensor([[1.0, 0.0, corr[0, 2].sign(), 0.0, corr[0, 4].sign(), 0.0]])
+    assert model.prior(aligned) < model.prior(aligned * torch.tensor([[1.0, 1, -1, 1, -1, 1]]))
+    path = tmp_path / "model.npz"
+    save_uv_albedo_model(path, data)
+    torch.testing.assert_close(UVAlbedoModel.from_file(path).scale_tril, model.scale_tril)
