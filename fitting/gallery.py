@@ -18,8 +18,14 @@ img.summary { height: 110px; } img.uv { height: 110px; }
 .failed { background: #fde8e8; }
 """
 
-_COLUMNS = (("stage3_psnr", "PSNR s3"), ("stage2_psnr", "PSNR s2"), ("stage3_ssim", "SSIM s3"),
-            ("stage2_ssim", "SSIM s2"), ("landmark_error", "landmark err"))
+_COLUMNS = ("last stage", "PSNR (dB)", "SSIM", "high-freq PSNR 512", "landmark error")
+
+
+def _numbers(metrics: dict) -> list:
+    """The last stage's re-render numbers and the landmark error."""
+    stage = next((s for s in ("stage3", "stage2", "stage1") if f"{s}_psnr" in metrics), "")
+    return [stage.replace("stage", "stage "), metrics.get(f"{stage}_psnr"), metrics.get(f"{stage}_ssim"),
+            metrics.get(f"{stage}_high_freq_psnr_512"), metrics.get("landmark_error")]
 
 
 def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, str]]) -> None:
@@ -33,8 +39,8 @@ def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, 
             continue
         link = html.escape(name)
         cells = "".join(
-            f"<td>{metrics[key]:.4g}</td>" if isinstance(metrics.get(key), (int, float)) else "<td>-</td>"
-            for key, _ in _COLUMNS
+            f"<td>{value:.4g}</td>" if isinstance(value, (int, float)) else f"<td>{html.escape(str(value or '-'))}</td>"
+            for value in _numbers(metrics)
         )
         seconds = sum(metrics.get("seconds", {}).values())
         rows.append(
@@ -43,7 +49,7 @@ def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, 
             f'<td><a href="{link}/uv_albedo.png"><img class="uv" src="{link}/uv_albedo.png" loading="lazy"></a></td>'
             f"{cells}<td>{seconds:.1f}</td></tr>"
         )
-    header = "".join(f"<th>{label}</th>" for _, label in _COLUMNS)
+    header = "".join(f"<th>{label}</th>" for label in _COLUMNS)
     failed = "".join(
         f'<tr class="failed"><td>{html.escape(n)}</td><td>{html.escape(r)}</td></tr>' for n, r in failures
     )
