@@ -39,6 +39,7 @@ FLAGS = {
     "resolution": "model.resolution",
     "channels": "model.channels",
     "latent_dim": "model.latent_dim",
+    "latent_grid": "model.latent_grid",
     "lr": "lr",
     "kl_weight": "kl_weight",
     "val_split": "data.val_split",
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, help="global batch size (split across torchrun processes)")
     parser.add_argument("--resolution", type=int, help="detail map side, a power of two (512 or 1024)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="1: luminance detail, 3: RGB detail")
-    parser.add_argument("--latent_dim", type=int, help="size of the latent vector")
+    parser.add_argument("--latent_dim", type=int, help="latent values per cell of the latent grid")
+    parser.add_argument("--latent_grid", type=int, help="side of the latent grid (1: one global latent vector)")
     parser.add_argument("--lr", type=float, help="Adam learning rate")
     parser.add_argument("--kl_weight", type=float, help="weight of the KL term per detail value (2 sigma^2)")
     parser.add_argument("--val_split", type=float, help="fraction of maps held out for validation")

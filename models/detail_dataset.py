@@ -235,7 +235,7 @@ class UVDetailDataset(Dataset):
     """Detail maps of UV albedo maps, as the detail generator sees them.
 
     Each item is a dict: ``detail`` (C, R, R), ``weight`` (1, R, R)
-    confidence, ``noise`` (latent_dim,) standard normal sampling noise for
+    confidence, ``noise`` (latent_size,) standard normal sampling noise for
     the VAE, ``index`` (int). Maps of another size are resized to R (area
     when shrinking, bicubic when enlarging: an enlarged map has little
     detail to learn).
@@ -281,7 +281,7 @@ class UVDetailDataset(Dataset):
             image, confidence = augment_uv_map(image, confidence, rng, self.augment, self.flip_source)
         maps = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
         detail = extract_detail(maps, self.model_config.low_pass_resolution, self.model_config.channels)[0]
-        noise = rng.standard_normal(self.model_config.latent_dim, dtype=np.float32)
+        noise = rng.standard_normal(self.model_config.latent_size(), dtype=np.float32)
         return {
             "detail": detail,
             "weight": torch.from_numpy(np.ascontiguousarray(confidence, dtype=np.float32)).unsqueeze(0),

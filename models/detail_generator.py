@@ -1,8 +1,9 @@
 """Detail generator: a VAE over the high-frequency detail of UV albedo maps.
 
 The coarse albedo from the UV albedo model (UVAPM) lacks pores, fine wrinkles
-and hair-level texture; the detail generator supplies them from a small
-latent vector that the fitting stage optimises by gradient. Two models share
+and hair-level texture; the detail generator supplies them from a latent
+(a vector, or a coarse grid of vectors) that the fitting stage optimises by
+gradient. Two models share
 one interface (``latent_dim``, ``decode(z)``, ``combine(coarse, decoded)``):
 
 * :class:`DetailVAE` (our default). Detail is defined as
@@ -269,7 +270,12 @@ class DetailGeneratorConfig:
     Attributes:
         resolution: side of the detail map (a power of two >= 8; 512 or 1024).
         channels: 1 (luminance detail) or 3 (RGB detail).
-        latent_dim: size of the latent vector.
+        latent_dim: latent values per cell of the latent grid.
+        latent_grid: side of the latent grid. 1: one global latent vector of
+            ``latent_dim`` values; G > 1: ``latent_dim`` values for each of
+            G x G regions of the map (a spatial latent, which generalises from
+            few training maps because skin detail is local texture). The
+            flattened latent has :meth:`latent_size` values.
         base_channels: feature channels at full resolution; doubled at each
             halving of the resolution, up to ``max_channels``.
         max_channels: cap on the feature channels.
@@ -282,6 +288,7 @@ class DetailGeneratorConfig:
     resolution: int = 512
     channels: int = 1
     latent_dim: int = 256
+    latent_grid: int = 1
     base_channels: int = 16
     max_channels: int = 256
     detail_scale: float = 0.5
@@ -297,6 +304,9 @@ class DetailGeneratorConfig:
         for name in ("latent_dim", "base_channels", "max_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        grid = self.latent_grid
+        if grid < 1 or grid & (grid - 1) or grid > res // 2:
+            raise ConfigError(f"model.latent_grid must be a power of two in [1, resolution/2={res // 2}], got {grid}")
         if not self.detail_scale > 0:
             raise ConfigError(f"model.detail_scale must be positive, got {self.detail_scale}")
         if not 1 <= self.low_pass_resolution < res:
@@ -304,9 +314,17 @@ class DetailGeneratorConfig:
                 f"model.low_pass_resolution must be in [1, resolution={res}), got {self.low_pass_resolution}"
             )
 
+    def latent_size(self) -> int:
+        """Values in the flattened latent: ``latent_dim * latent_grid**2``."""
+        return self.latent_dim * self.latent_grid**2
+
+    def bottleneck_size(self) -> int:
+        """Side of the smallest feature map: 4, or the latent grid when it is larger."""
+        return max(_BOTTLENECK_SIZE, self.latent_grid)
+
     def level_channels(self) -> list[int]:
-        """Feature channels per level, from full resolution (index 0) to the 4x4 bottleneck."""
-        levels = int(math.log2(self.resolution // _BOTTLENECK_SIZE))
+        """Feature channels per level, from full resolution (index 0) to the bottleneck."""
+        levels = int(math.log2(self.resolution // self.bottleneck_size()))
         return [min(self.base_channels * 2**i, self.max_channels) for i in range(levels + 1)]
 
 
@@ -334,7 +352,7 @@ def _up_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class DetailEncoder(nn.Module):
-    """(B, C, R, R) detail -> posterior (mu, logvar), each (B, latent_dim)."""
+    """(B, C, R, R) detail -> posterior (mu, logvar), each (B, latent_size) (cells in row-major order)."""
 
     def __init__(self, config: DetailGeneratorConfig):
         super().__init__()
@@ -343,17 +361,19 @@ class DetailEncoder(nn.Module):
             nn.Conv2d(config.channels, chans[0], 3, padding=1, bias=False), _norm(chans[0]), nn.SiLU()
         )
         self.blocks = nn.Sequential(*(_down_block(chans[i], chans[i + 1]) for i in range(len(chans) - 1)))
-        self.head = nn.Linear(chans[-1] * _BOTTLENECK_SIZE**2, 2 * config.latent_dim)
+        # bottleneck -> latent grid; with a 1x1 grid this is a fully connected layer
+        cell = config.bottleneck_size() // config.latent_grid
+        self.head = nn.Conv2d(chans[-1], 2 * config.latent_dim, cell, stride=cell)
         self.inv_scale = 1.0 / config.detail_scale
 
     def forward(self, detail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.blocks(self.stem(detail * self.inv_scale))
-        mu, logvar = self.head(features.flatten(1)).chunk(2, dim=1)
-        return mu, logvar
+        mu, logvar = self.head(features).chunk(2, dim=1)
+        return mu.flatten(1), logvar.flatten(1)
 
 
 class DetailDecoder(nn.Module):
-    """(B, latent_dim) -> (B, C, R, R) detail.
+    """(B, latent_size) -> (B, C, R, R) detail.
 
     The raw output ``detail_scale * tanh(raw)`` goes through :func:`high_pass`, so decoded detail has no
     component at the UVAPM resolution: it cannot shift the coarse colours it is added to. Values lie in
@@ -363,9 +383,10 @@ class DetailDecoder(nn.Module):
     def __init__(self, config: DetailGeneratorConfig):
         super().__init__()
         chans = config.level_channels()
-        self.bottleneck_channels = chans[-1]
-        self.fc = nn.Linear(config.latent_dim, chans[-1] * _BOTTLENECK_SIZE**2)
-        self.fc_act = nn.Sequential(_norm(chans[-1]), nn.SiLU())
+        self.latent_shape = (config.latent_dim, config.latent_grid, config.latent_grid)
+        cell = config.bottleneck_size() // config.latent_grid
+        self.expand = nn.ConvTranspose2d(config.latent_dim, chans[-1], cell, stride=cell)
+        self.expand_act = nn.Sequential(_norm(chans[-1]), nn.SiLU())
         self.blocks = nn.Sequential(*(_up_block(chans[i + 1], chans[i]) for i in reversed(range(len(chans) - 1))))
         self.head = nn.Conv2d(chans[0], config.channels, 3, padding=1)
         # Start from "no detail" (the best constant guess) rather than random texture.
@@ -375,8 +396,8 @@ class DetailDecoder(nn.Module):
         self.low_pass_resolution = config.low_pass_resolution
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(z.shape[0], self.bottleneck_channels, _BOTTLENECK_SIZE, _BOTTLENECK_SIZE)
-        x = self.blocks(self.fc_act(x))
+        x = self.expand(z.view(z.shape[0], *self.latent_shape))
+        x = self.blocks(self.expand_act(x))
         return high_pass(self.scale * torch.tanh(self.head(x)), self.low_pass_resolution)
 
 
@@ -399,7 +420,8 @@ class DetailVAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        return self.config.latent_dim
+        """Size of the flattened latent (:meth:`DetailGeneratorConfig.latent_size`)."""
+        return self.config.latent_size()
 
     @property
     def resolution(self) -> int:
@@ -431,6 +453,7 @@ class DetailVAE(nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         return (f"resolution={cfg.resolution}, channels={cfg.channels}, latent_dim={cfg.latent_dim}, "
+                f"latent_grid={cfg.latent_grid}, "
                 f"low_pass_resolution={cfg.low_pass_resolution}")
 
 

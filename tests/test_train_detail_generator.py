@@ -29,9 +29,9 @@ from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=8, base_channels=8, max_channels=32,
-                                   low_pass_resolution=16)
-TINY_ARGS = ["--resolution", "32", "--latent_dim", "8", "--set", "model.low_pass_resolution=16",
+TINY_MODEL = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=8, latent_grid=2, base_channels=8,
+                                   max_channels=32, low_pass_resolution=16)
+TINY_ARGS = ["--resolution", "32", "--latent_dim", "8", "--latent_grid", "2", "--set", "model.low_pass_resolution=16",
              "--set", "model.base_channels=4", "--set", "model.max_channels=16", "--num_workers", "0",
              "--device", "cpu", "--quiet"]
 
@@ -148,7 +148,7 @@ def test_dataset_samples_depend_only_on_seed_epoch_and_index(tmp_path):
     again = UVDetailDataset(items, TINY_MODEL, DetailAugmentConfig(max_shift=0.1), seed=3)
     first = dataset[1]
     assert first["detail"].shape == (1, 32, 32) and first["weight"].shape == (1, 32, 32)
-    assert first["noise"].shape == (8,) and first["index"] == 1
+    assert first["noise"].shape == (8 * 2 * 2,) and first["index"] == 1
     torch.testing.assert_close(first["detail"], again[1]["detail"], rtol=0, atol=0)
     torch.testing.assert_close(first["noise"], again[1]["noise"], rtol=0, atol=0)
     dataset.set_epoch(1)

@@ -197,7 +197,8 @@ def test_bad_checkpoint_to_resume_training(case, tmp_path, capsys, one_thread):
         write_image(tmp_path / "maps" / f"m{k}.png", np.full((32, 32, 3), 100 + k, np.uint8))
     code = train_detail_generator.main([
         "--dataset_path", str(tmp_path / "maps"), "--output_dir", str(tmp_path / "run"), "--resume", str(bad),
-        "--resolution", "32", "--latent_dim", "4", "--set", "model.low_pass_resolution=16", "--set",
+        "--resolution", "32", "--latent_dim", "4",
+        "--latent_grid", "2", "--set", "model.low_pass_resolution=16", "--set",
         "model.base_channels=4", "--set", "model.max_channels=8", "--num_workers", "0", "--device", "cpu", "-q"])
     assert code == 2
     _error_line(capsys.readouterr().err, bad, reason)
@@ -216,7 +217,8 @@ def test_training_folder_with_a_third_of_the_files_broken(tmp_path, capsys, one_
     write_image(maps / "wide.png", np.zeros((16, 32, 3), np.uint8))
     code = train_detail_generator.main([
         "--dataset_path", str(maps), "--output_dir", str(tmp_path / "run"), "--epochs", "1", "--batch_size", "2",
-        "--resolution", "32", "--latent_dim", "4", "--set", "model.low_pass_resolution=16", "--set",
+        "--resolution", "32", "--latent_dim", "4",
+        "--latent_grid", "2", "--set", "model.low_pass_resolution=16", "--set",
         "model.base_channels=4", "--set", "model.max_channels=8", "--num_workers", "0", "--device", "cpu", "-q"])
     assert code == 0  # the run itself succeeds on the usable maps
     failures = read_failures(tmp_path / "run" / "failures.tsv")

@@ -140,7 +140,8 @@ def test_torchrun_ranks_share_the_lock_and_a_busy_folder_refuses_every_rank(tmp_
         run = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
              str(REPO / "train_detail_generator.py"), "--dataset_path", str(maps), "--output_dir", str(out),
-             "--epochs", "1", "--batch_size", "2", "--resolution", "32", "--latent_dim", "4", "--set",
+             "--epochs", "1", "--batch_size", "2", "--resolution", "32", "--latent_dim", "4",
+             "--latent_grid", "2", "--set",
              "model.low_pass_resolution=16", "--set", "model.base_channels=4", "--set", "model.max_channels=8",
              "--num_workers", "0", "--device", "cpu", "--quiet"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=180)

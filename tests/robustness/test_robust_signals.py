@@ -157,7 +157,8 @@ def test_training_stops_within_two_seconds_and_resumes(tmp_path):
         write_image(maps / f"m{k:02d}.png", np.random.default_rng(k).integers(0, 256, (32, 32, 3), np.uint8))
     out = tmp_path / "run"
     args = ["train_detail_generator.py", "--dataset_path", str(maps), "--output_dir", str(out), "--batch_size", "2",
-            "--resolution", "32", "--latent_dim", "4", "--set", "model.low_pass_resolution=16", "--set",
+            "--resolution", "32", "--latent_dim", "4",
+            "--latent_grid", "2", "--set", "model.low_pass_resolution=16", "--set",
             "model.base_channels=4", "--set", "model.max_channels=8", "--num_workers", "1", "--device", "cpu"]
     process = _start(*args, "--epochs", "500")
     _wait_for(process, (out / "last.pt").is_file, "a first checkpoint")
