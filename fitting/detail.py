@@ -49,7 +49,10 @@ class DetailFitConfig:
         render_size: side of the crop the detail is compared with.
         high_pass_sigma: Gaussian sigma (pixels at ``render_size``) of the
             high-frequency band.
-        w_photo, w_high_freq, w_perceptual, w_prior: loss weights.
+        w_photo, w_high_freq, w_perceptual: loss weights.
+        w_prior: weight of the latent's N(0, I) prior per latent value
+            (``sum(z^2) / 2`` divided by the latent size, so that the same
+            weight suits a 500-d vector and a 16384-value latent grid).
         init_from_unwrap: start our generator's latent from the encoded
             detail of the unwrapped texture (zeros otherwise, and always for
             the paper's model).
@@ -64,7 +67,7 @@ class DetailFitConfig:
     w_photo: float = 1.0
     w_high_freq: float = 4.0
     w_perceptual: float = 0.02
-    w_prior: float = 1e-3
+    w_prior: float = 1e-2
     init_from_unwrap: bool = True
     observed_detail: bool = True
 
@@ -163,7 +166,7 @@ class DetailFitter:
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
                 "high_freq": cfg.w_high_freq * photometric_loss(high_pass(render.image, cfg.high_pass_sigma),
                                                                 target_high, mask),
-                "prior": cfg.w_prior * gaussian_prior(latent),
+                "prior": cfg.w_prior * gaussian_prior(latent) / latent.shape[-1],
             }
             if self.networks.vgg is not None:
                 terms["perceptual"] = cfg.w_perceptual * perceptual_loss(self.networks.vgg, render.image, image,
