@@ -356,6 +356,29 @@ def _pictures(args, model: UVAlbedoModel) -> None:
                 torch.cat(list(samples), 2).clamp(0, 1).permute(1, 2, 0).numpy())
 
 
+def _normalisation_picture(args, rows: int = 5, size: int = 192) -> None:
+    """Before | after | confidence for the training maps with the largest colour correction, then the
+    confidence-weighted mean of all training maps before | after."""
+    gains = json.loads((args.work / "normalisation.json").read_text())["gains"]
+    train = {p.stem for p in (args.work / "uv" / "train").glob("*.png")}
+    ranked = sorted((n for n in gains if n in train), key=lambda n: -np.abs(np.array(gains[n]) - 1).max())
+    load = lambda path: F.interpolate(torch.from_numpy(read_image(path).copy()).permute(2, 0, 1)[None].float()  # noqa: E731
+                                      / 255, size=size, mode="area")[0]
+    tiles, sums = [], {"raw": 0.0, "normalised": 0.0, "weight": 0.0}
+    for i, name in enumerate(ranked):
+        raw = load(args.work / "uv" / "train_raw" / f"{name}.png")
+        after = load(args.work / "uv" / "train" / f"{name}.png")
+        conf = load(args.work / "uv" / "train" / f"{name}_conf.png")[:1]
+        sums["raw"] += conf * raw
+        sums["normalised"] += conf * after
+        sums["weight"] += conf
+        if i < rows:
+            tiles.append(torch.cat([raw, after, conf.expand(3, -1, -1)], 2))
+    weight = sums["weight"].clamp_min(1e-6)
+    tiles.append(torch.cat([sums["raw"] / weight, sums["normalised"] / weight, torch.ones(3, size, size)], 2))
+    write_image(args.work / "report" / "normalisation.png", torch.cat(tiles, 1).permute(1, 2, 0).numpy())
+
+
 def _run_variant(args, names: list[str], variant: str, sets: list[str]) -> dict:
     """Reconstruct the test photos with one configuration; per-face metrics."""
     from utils.config import load_config
@@ -382,6 +405,7 @@ def step_report(args, table) -> dict:
     selection = json.loads((args.work / "uvapm_selection.json").read_text())
     model = UVAlbedoModel.from_file(args.output_dir / "uvapm_ict.npz")
     _pictures(args, model)
+    _normalisation_picture(args)
     maps, confs, names = _load_maps(args.work / "uv" / "test", EVALUATION_RESOLUTION)
     fit_psnr, psnr = reconstruction_psnr(model, maps, confs)
     groups: dict[str, list[float]] = {}
