@@ -1,10 +1,12 @@
 """Render a reconstructed face from several viewpoints.
 
     python render_3d_face.py --albedo_map OUT/face/uv_albedo.png --output_path renders/ \\
-        [--coeffs OUT/face/coeffs.pt | --mesh OUT/face/mesh.obj] [--views -60,-30,0,30,60] \\
+        [--coeffs OUT/face/coeffs.pt | --mesh OUT/face/mesh.obj] [--views=-60,-30,0,30,60] \\
         [--light frontal|studio|coeffs] [--shading lit|albedo|normals] [--resolution 512] \\
         [--turntable gif|mp4] [--device cpu]
 
+Without ``--albedo_map``, the mean albedo of the UV albedo model is used
+(``--uvapm FILE``, default ``checkpoints/default/uvapm_<face_model>.npz``).
 The shape is, by priority, ``--mesh`` (any OBJ with texture coordinates in
 the face model's UV layout), ``--coeffs`` (a ``coeffs.pt`` of a fit: identity
 and expression of the face model), or the face model's mean shape. ``--light
@@ -41,7 +43,7 @@ from models.view_rendering import (
 from utils.assets import load_installed_face_model
 from utils.cli import add_logging_args, resolve_device, run_main, setup_logging
 from utils.config import add_config_args, config_from_args
-from utils.errors import FileFormatError, ToolkitError
+from utils.errors import FileFormatError, MissingAssetError, ToolkitError
 from utils.image_io import read_image, read_png_text, write_image
 from utils.locking import FolderLock
 from utils.safe_load import load_torch
@@ -83,6 +85,22 @@ def _load_albedo(path: Path, face_model: FaceModel) -> torch.Tensor:
     return torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0
 
 
+def _mean_albedo(path: Path | None, face_model: FaceModel) -> torch.Tensor:
+    """(3, R, R) mean albedo of a UV albedo model (default: the project's model for the face model)."""
+    from fitting.pipeline import DEFAULT_MODELS_DIR
+    from models.uv_albedo_model import UVAlbedoModel
+
+    path = path or DEFAULT_MODELS_DIR / f"uvapm_{face_model.name}.npz"
+    if not path.is_file():
+        raise MissingAssetError(f"{path}: no UV albedo model to take the mean albedo from; pass --albedo_map "
+                                "(e.g. uv_albedo.png of a reconstruction) or --uvapm FILE")
+    model = UVAlbedoModel.from_file(path, uv_layout_id=face_model.uv_layout_id)
+    model.check_layout(face_model)
+    logger.info("no --albedo_map: rendering the mean albedo of %s", path)
+    with torch.no_grad():
+        return model(torch.zeros(1, model.num_coeffs))[0].clamp(0, 1)
+
+
 def _load_coeffs(path: Path, face_model: FaceModel) -> dict:
     coeffs = load_torch(path)
     if not isinstance(coeffs, dict) or "identity" not in coeffs:
@@ -107,7 +125,8 @@ def _load_mesh(path: Path) -> ViewMesh:
     return mesh
 
 
-def render(config: RenderConfig, albedo_path: Path, output: Path, mesh_path: Path | None, coeffs_path: Path | None):
+def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_path: Path | None,
+           coeffs_path: Path | None, uvapm_path: Path | None = None):
     if config.shading not in SHADING_MODES:
         raise ToolkitError(f"--shading {config.shading!r}: choose one of {', '.join(SHADING_MODES)}")
     if config.light not in (*LIGHT_PRESETS, "coeffs"):
@@ -116,7 +135,7 @@ def render(config: RenderConfig, albedo_path: Path, output: Path, mesh_path: Pat
         raise ToolkitError(f"--resolution {config.resolution}: expected 32..4096")
     device = resolve_device(config.device)
     face_model = FaceModel(load_installed_face_model(config.face_model))
-    albedo = _load_albedo(albedo_path, face_model).to(device)
+    albedo = (_load_albedo(albedo_path, face_model) if albedo_path else _mean_albedo(uvapm_path, face_model)).to(device)
     coeffs = _load_coeffs(coeffs_path, face_model) if coeffs_path else None
     if mesh_path:
         mesh = _load_mesh(mesh_path)
@@ -171,12 +190,16 @@ def _turntable(config: RenderConfig, mesh, albedo, sh, output: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--albedo_map", required=True, help="UV albedo PNG/JPG (square, the face model's layout)")
+    parser.add_argument("--albedo_map", help="UV albedo PNG/JPG (square, the face model's layout); default: the mean "
+                        "albedo of the UV albedo model")
+    parser.add_argument("--uvapm", help="UV albedo model for the mean albedo (default: "
+                        "checkpoints/default/uvapm_<face_model>.npz)")
     parser.add_argument("--output_path", required=True, help="output folder")
     parser.add_argument("--mesh", help="OBJ with texture coordinates (e.g. mesh.obj of a reconstruction)")
     parser.add_argument("--coeffs", help="coeffs.pt of a reconstruction (shape and, with --light coeffs, lighting)")
     parser.add_argument("--face_model", help="installed face model (default: ict)")
-    parser.add_argument("--views", help="comma-separated yaw angles in degrees (default: -60,-30,0,30,60)")
+    parser.add_argument("--views", help="comma-separated yaw angles in degrees, written --views=-60,0,60 "
+                        "(default: -60,-30,0,30,60)")
     parser.add_argument("--pitch", type=float, help="camera pitch in degrees (default: 0)")
     parser.add_argument("--light", help=f"{', '.join(LIGHT_PRESETS)} or coeffs (default: studio)")
     parser.add_argument("--shading", choices=SHADING_MODES, help="default: lit")
@@ -197,8 +220,8 @@ def main(argv=None) -> int:
         flags = {k: k for k in ("face_model", "views", "pitch", "light", "shading", "resolution", "turntable",
                                 "device")}
         config = config_from_args(RenderConfig, args, flags)
-        render(config, Path(args.albedo_map), Path(args.output_path), args.mesh and Path(args.mesh),
-               args.coeffs and Path(args.coeffs))
+        render(config, args.albedo_map and Path(args.albedo_map), Path(args.output_path),
+               args.mesh and Path(args.mesh), args.coeffs and Path(args.coeffs), args.uvapm and Path(args.uvapm))
         return 0
 
     return run_main(run, args.verbose)
