@@ -8,16 +8,21 @@ Benchmarks are modules: run them from the repository root as
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import os
 import platform
 import resource
 import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from utils.atomic import write_json, write_text
+from utils.cli import run_main, setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,3 +94,25 @@ def report(name: str, title: str, rows: list[dict], columns: list[str], command:
     return md
 
 
+
+
+def write_csv(name: str, records: list[dict], fields: Sequence[str]) -> None:
+    """Write the per-item ``records`` to ``benchmarks/results/<name>.csv`` (missing values left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), restval="")
+    writer.writeheader()
+    writer.writerows(records)
+    write_text(RESULTS / f"{name}.csv", buffer.getvalue())
+
+
+def benchmark_main(argv: Sequence[str] | None, parse_args: Callable, run: Callable) -> int:
+    """A benchmark's ``main``: parse ``argv``, set up logging, ``run(args, argv)`` with the CLI's error handling."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+
+    def benchmark() -> int:
+        run(args, argv)
+        return 0
+
+    return run_main(benchmark, args.verbose)

@@ -36,8 +36,6 @@ Results: ``benchmarks/results/real_photos[_quick].{json,md,csv}`` (the CSV per p
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import sys
@@ -48,8 +46,6 @@ import numpy as np
 
 from fitting.preprocess import load_processed
 from fitting.run import run_folder
-from utils.atomic import write_text
-from utils.cli import run_main, setup_logging
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image
 
@@ -203,24 +199,12 @@ def run(args, argv: list[str]) -> list[dict]:
                   ["measure", "photos", "mean", "median", "p10", "p90"], "python -m benchmarks.real_photos "
                   + " ".join(argv), notes)
     fields = ["photo", "detected", "fitted", "stage", "seconds", *METRICS, "impostor_below_threshold"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(records)
-    write_text(common.RESULTS / f"{name}.csv", buffer.getvalue())
+    common.write_csv(name, records, fields)
     return rows
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-
-    def benchmark() -> int:
-        run(args, argv)
-        return 0
-
-    return run_main(benchmark, args.verbose)
+    return common.benchmark_main(argv, _parse_args, run)
 
 
 if __name__ == "__main__":

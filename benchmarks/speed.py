@@ -59,7 +59,7 @@ from models.face_model import FaceModel
 from models.renderer import Renderer, RenderOutput, RenderSettings
 from models.shading import sh_shading
 from utils.assets import load_installed_face_model
-from utils.cli import resolve_device, run_main, seed_everything, setup_logging
+from utils.cli import resolve_device, seed_everything
 from utils.errors import ToolkitError
 from utils.image_io import read_image
 
@@ -301,15 +301,7 @@ def run(args, argv: list[str]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-
-    def benchmark() -> int:
-        run(args, argv)
-        return 0
-
-    return run_main(benchmark, args.verbose)
+    return common.benchmark_main(argv, _parse_args, run)
 
 
 if __name__ == "__main__":

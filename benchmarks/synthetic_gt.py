@@ -72,8 +72,6 @@ Results: ``benchmarks/results/synthetic_gt[_quick].{json,md,csv}`` (the CSV per 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import math
 import sys
@@ -101,8 +99,7 @@ from models.shading import sh_shading
 from models.uv_albedo_model import UVAlbedoModel
 from models.uv_layout import UVLayout
 from utils.assets import load_installed_face_model
-from utils.atomic import write_text
-from utils.cli import resolve_device, run_main, seed_everything, setup_logging
+from utils.cli import resolve_device, seed_everything
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image, write_image
 
@@ -408,7 +405,7 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run(args) -> list[dict]:
+def run(args, argv: list[str]) -> list[dict]:
     """The benchmark; returns the summary rows."""
     n = args.n if args.n is not None else (1 if args.quick else 10)
     levels = list(DIFFICULTIES) if args.difficulty == "all" else [args.difficulty]
@@ -469,26 +466,13 @@ def run(args) -> list[dict]:
     )
     columns = ["difficulty", "method", "faces", *SCORES, "input_landmark_error"]
     common.report(name, "Synthetic faces with known truth: albedo, shape, landmarks, lighting", rows, columns,
-                  "python -m benchmarks.synthetic_gt " + " ".join(args.argv), notes)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    write_text(common.RESULTS / f"{name}.csv", buffer.getvalue())
+                  "python -m benchmarks.synthetic_gt " + " ".join(argv), notes)
+    common.write_csv(name, records, list(records[0]))
     return rows
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parse_args(argv)
-    args.argv = argv
-    setup_logging(args.verbose, args.quiet)
-
-    def benchmark() -> int:
-        run(args)
-        return 0
-
-    return run_main(benchmark, args.verbose)
+    return common.benchmark_main(argv, _parse_args, run)
 
 
 if __name__ == "__main__":
