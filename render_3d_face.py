@@ -8,188 +8,35 @@
 Without ``--albedo_map``, the mean albedo of the UV albedo model is used
 (``--uvapm FILE``, default ``checkpoints/default/uvapm_<face_model>.npz``).
 The shape is, by priority, ``--mesh`` (any OBJ with texture coordinates in
-the face model's UV layout), ``--coeffs`` (a ``coeffs.pt`` of a fit: identity
-and expression of the face model), or the face model's mean shape. ``--light
-coeffs`` uses the SH lighting fitted to the photo (needs ``--coeffs``).
-Writes ``view_<yaw>.png`` per view (RGBA), ``contact_sheet.png`` and, with
-``--turntable``, ``turntable.gif`` (or ``.mp4``, which needs the
-``imageio-ffmpeg`` package). The albedo map must be square and, when it
-carries a ``uv_layout_id`` (maps written by this toolkit do), match the face
-model's UV layout. A bad input file is a one-line error naming it (exit code
-2); the command holds a lock on the output folder (:mod:`utils.locking`) and
-writes every file atomically.
+the face model's UV layout), ``--coeffs`` (a ``coeffs.pt`` of a fit), or the
+face model's mean shape; ``--light coeffs`` uses the SH lighting fitted to
+the photo (needs ``--coeffs``). Writes ``view_<yaw>.png`` per view (RGBA),
+``contact_sheet.png`` and, with ``--turntable``, ``turntable.gif`` (or
+``.mp4``, which needs ``imageio-ffmpeg``). A bad input file is a one-line
+error naming it (exit code 2). Settings: ``configs/render.yaml`` (schema
+:class:`fitting.config.RenderConfig`); the work is :mod:`fitting.views`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from models.face_model import FaceModel
-from models.lighting import LIGHT_PRESETS, light_preset
-from models.view_rendering import (
-    SHADING_MODES,
-    ViewMesh,
-    contact_sheet,
-    mesh_from_face_model,
-    mesh_from_obj,
-    render_views,
-)
-from utils.assets import load_installed_face_model
-from utils.cli import add_logging_args, resolve_device, run_main, setup_logging
+from fitting.config import RenderConfig
+from models.config import LIGHT_PRESETS, SHADING_MODES
+from utils.cli import add_logging_args, default_help, run_main, setup_logging
 from utils.config import add_config_args, config_from_args
-from utils.errors import FileFormatError, MissingAssetError, ToolkitError
-from utils.image_io import read_image, read_png_text, write_image
-from utils.locking import FolderLock
-from utils.safe_load import load_torch
+from utils.errors import ToolkitError
 
-logger = logging.getLogger("uvapm.render")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "render.yaml"
 
 
-@dataclass
-class RenderConfig:
-    """Options of ``render_3d_face.py`` (``configs/render.yaml``)."""
-
-    face_model: str = "ict"
-    views: list[float] = field(default_factory=lambda: [-60.0, -30.0, 0.0, 30.0, 60.0])
-    pitch: float = 0.0
-    light: str = "studio"
-    shading: str = "lit"
-    resolution: int = 512
-    turntable: str = ""
-    turntable_frames: int = 36
-    device: str = "cpu"
-
-
-def _load_albedo(path: Path, face_model: FaceModel) -> torch.Tensor:
-    image = read_image(path)
-    height, width = image.shape[:2]
-    if height != width:
-        raise FileFormatError(path, f"UV albedo maps are square; this image is {width}x{height}")
-    if width < 16:
-        raise FileFormatError(path, f"UV map of {width}x{height} pixels is too small")
-    layout = read_png_text(path).get("uv_layout_id")
-    if layout is not None and layout != face_model.uv_layout_id:
-        raise FileFormatError(
-            path, f"UV map made for UV layout {layout}, but face model {face_model.name!r} has layout "
-            f"{face_model.uv_layout_id} (use --face_model of the reconstruction)"
-        )
-    if layout is None:
-        logger.warning("%s carries no uv_layout_id; assuming the %s UV layout", path, face_model.name)
-    return torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0
-
-
-def _mean_albedo(path: Path | None, face_model: FaceModel) -> torch.Tensor:
-    """(3, R, R) mean albedo of a UV albedo model (default: the project's model for the face model)."""
-    from fitting.pipeline import DEFAULT_MODELS_DIR
-    from models.uv_albedo_model import UVAlbedoModel
-
-    path = path or DEFAULT_MODELS_DIR / f"uvapm_{face_model.name}.npz"
-    if not path.is_file():
-        raise MissingAssetError(f"{path}: no UV albedo model to take the mean albedo from; pass --albedo_map "
-                                "(e.g. uv_albedo.png of a reconstruction) or --uvapm FILE")
-    model = UVAlbedoModel.from_file(path, uv_layout_id=face_model.uv_layout_id)
-    model.check_layout(face_model)
-    logger.info("no --albedo_map: rendering the mean albedo of %s", path)
-    with torch.no_grad():
-        return model(torch.zeros(1, model.num_coeffs))[0].clamp(0, 1)
-
-
-def _load_coeffs(path: Path, face_model: FaceModel) -> dict:
-    coeffs = load_torch(path)
-    if not isinstance(coeffs, dict) or "identity" not in coeffs:
-        raise FileFormatError(path, "not a coeffs.pt of a fit (no 'identity')")
-    name = coeffs.get("face_model", face_model.name)
-    if name != face_model.name:
-        raise FileFormatError(path, f"coefficients of face model {name!r}, but --face_model is {face_model.name!r}")
-    for key, size in (("identity", face_model.num_identity), ("expression", face_model.num_expression)):
-        value = coeffs.get(key)
-        if value is not None and (not isinstance(value, torch.Tensor) or value.ndim != 2 or value.shape[1] > size):
-            raise FileFormatError(path, f"{key!r} must be (1, K<={size}), got {getattr(value, 'shape', value)}")
-    return coeffs
-
-
-def _load_mesh(path: Path) -> ViewMesh:
-    """An OBJ as a :class:`ViewMesh`, checked for what rendering needs."""
-    mesh = mesh_from_obj(path)
-    if not len(mesh.faces):
-        raise FileFormatError(path, "the mesh has no faces")
-    if not (torch.isfinite(mesh.vertices).all() and torch.isfinite(mesh.uvs).all()):
-        raise FileFormatError(path, "vertex or texture coordinates that are not finite numbers")
-    return mesh
-
-
-def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_path: Path | None,
-           coeffs_path: Path | None, uvapm_path: Path | None = None):
-    if config.shading not in SHADING_MODES:
-        raise ToolkitError(f"--shading {config.shading!r}: choose one of {', '.join(SHADING_MODES)}")
-    if config.light not in (*LIGHT_PRESETS, "coeffs"):
-        raise ToolkitError(f"--light {config.light!r}: choose one of {', '.join([*LIGHT_PRESETS, 'coeffs'])}")
-    if config.resolution < 32 or config.resolution > 4096:
-        raise ToolkitError(f"--resolution {config.resolution}: expected 32..4096")
-    device = resolve_device(config.device)
-    face_model = FaceModel(load_installed_face_model(config.face_model))
-    albedo = (_load_albedo(albedo_path, face_model) if albedo_path else _mean_albedo(uvapm_path, face_model)).to(device)
-    coeffs = _load_coeffs(coeffs_path, face_model) if coeffs_path else None
-    if mesh_path:
-        mesh = _load_mesh(mesh_path)
-    elif coeffs is not None:
-        mesh = mesh_from_face_model(face_model, coeffs["identity"].float(), coeffs.get("expression"))
-    else:
-        mesh = mesh_from_face_model(face_model)
-    mesh.vertices, mesh.faces, mesh.faces_uv, mesh.uvs = (t.to(device) for t in
-                                                          (mesh.vertices, mesh.faces, mesh.faces_uv, mesh.uvs))
-    if config.light == "coeffs":
-        if coeffs is None or "gamma" not in coeffs:
-            raise ToolkitError("--light coeffs needs --coeffs with fitted lighting ('gamma')")
-        sh = coeffs["gamma"].float().reshape(1, 27).to(device)
-    else:
-        sh = light_preset(config.light).to(device)
-    with FolderLock(output, "render_3d_face.py"):
-        images = render_views(mesh, albedo, list(config.views), sh, config.shading, config.resolution, config.pitch)
-        for yaw, image in zip(config.views, images):
-            write_image(output / f"view_{int(round(yaw)):+04d}.png", image.permute(1, 2, 0).cpu().numpy())
-        write_image(output / "contact_sheet.png", contact_sheet(images).permute(1, 2, 0).cpu().numpy())
-        logger.info("wrote %d views and contact_sheet.png to %s", len(images), output)
-        if config.turntable:
-            _turntable(config, mesh, albedo, sh, output)
-
-
-def _turntable(config: RenderConfig, mesh, albedo, sh, output: Path) -> None:
-    import imageio.v3 as iio
-    import numpy as np
-
-    from utils.atomic import atomic_path
-
-    if config.turntable not in ("gif", "mp4"):
-        raise ToolkitError(f"--turntable {config.turntable!r}: choose gif or mp4")
-    frames_count = max(2, config.turntable_frames)
-    yaws = [-180 + 360 * k / frames_count for k in range(frames_count)]
-    frames = render_views(mesh, albedo, yaws, sh, config.shading, config.resolution, config.pitch)
-    # Composite on white: GIF has no partial transparency and MP4 none at all.
-    rgb = [((f[:3] * f[3:] + (1 - f[3:])).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-           for f in frames]
-    target = output / f"turntable.{config.turntable}"
-    with atomic_path(target) as tmp:
-        try:
-            if config.turntable == "gif":
-                iio.imwrite(tmp, rgb, extension=".gif", duration=80, loop=0)
-            else:
-                iio.imwrite(tmp, rgb, extension=".mp4", fps=12)
-        except (ImportError, ValueError, OSError) as err:
-            raise ToolkitError(f"{target}: cannot write {config.turntable} ({err}); for mp4 install "
-                               "imageio-ffmpeg, or use --turntable gif") from None
-    logger.info("wrote %s (%d frames)", target, frames_count)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RenderConfig()
+    parser = argparse.ArgumentParser(prog="render_3d_face.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example override: --set turntable_frames=72")
     parser.add_argument("--albedo_map", help="UV albedo PNG/JPG (square, the face model's layout); default: the mean "
                         "albedo of the UV albedo model")
     parser.add_argument("--uvapm", help="UV albedo model for the mean albedo (default: "
@@ -197,18 +44,22 @@ def main(argv=None) -> int:
     parser.add_argument("--output_path", required=True, help="output folder")
     parser.add_argument("--mesh", help="OBJ with texture coordinates (e.g. mesh.obj of a reconstruction)")
     parser.add_argument("--coeffs", help="coeffs.pt of a reconstruction (shape and, with --light coeffs, lighting)")
-    parser.add_argument("--face_model", help="installed face model (default: ict)")
-    parser.add_argument("--views", help="comma-separated yaw angles in degrees, written --views=-60,0,60 "
-                        "(default: -60,-30,0,30,60)")
-    parser.add_argument("--pitch", type=float, help="camera pitch in degrees (default: 0)")
-    parser.add_argument("--light", help=f"{', '.join(LIGHT_PRESETS)} or coeffs (default: studio)")
-    parser.add_argument("--shading", choices=SHADING_MODES, help="default: lit")
-    parser.add_argument("--resolution", type=int, help="image side in pixels (default: 512)")
+    parser.add_argument("--face_model", help=default_help("installed face model", defaults.face_model))
+    parser.add_argument("--views", help=default_help("comma-separated yaw angles in degrees, written --views=-60,0,60",
+                                                     [f"{v:g}" for v in defaults.views]))
+    parser.add_argument("--pitch", type=float, help=default_help("camera pitch in degrees", defaults.pitch))
+    parser.add_argument("--light", help=default_help(f"{', '.join(LIGHT_PRESETS)} or coeffs", defaults.light))
+    parser.add_argument("--shading", choices=SHADING_MODES, help=default_help("what to draw", defaults.shading))
+    parser.add_argument("--resolution", type=int, help=default_help("image side in pixels", defaults.resolution))
     parser.add_argument("--turntable", choices=("gif", "mp4"), help="also write a 360-degree turntable")
-    parser.add_argument("--device", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--device", help=default_help("cpu, cuda or auto", defaults.device))
     add_config_args(parser, str(DEFAULT_CONFIG))
     add_logging_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
 
     def run() -> int:
@@ -220,8 +71,11 @@ def main(argv=None) -> int:
         flags = {k: k for k in ("face_model", "views", "pitch", "light", "shading", "resolution", "turntable",
                                 "device")}
         config = config_from_args(RenderConfig, args, flags)
+        from fitting.views import render
+
         render(config, args.albedo_map and Path(args.albedo_map), Path(args.output_path),
-               args.mesh and Path(args.mesh), args.coeffs and Path(args.coeffs), args.uvapm and Path(args.uvapm))
+               args.mesh and Path(args.mesh), args.coeffs and Path(args.coeffs), args.uvapm and Path(args.uvapm),
+               progress=not args.quiet)
         return 0
 
     return run_main(run, args.verbose)

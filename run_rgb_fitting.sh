@@ -19,4 +19,5 @@ if [ -z "$python" ]; then
     if [ -x "$here/.venv/bin/python" ]; then python="$here/.venv/bin/python"; else python="python3"; fi
 fi
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+export UVAPM_PROG="${UVAPM_PROG:-bash run_rgb_fitting.sh}"
 exec "$python" -m fitting.run "$@"

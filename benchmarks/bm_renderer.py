@@ -23,12 +23,13 @@ import time
 
 import torch
 
+from assets import face_model_path
 from models import FaceModel
 from models.camera import PinholeCamera
+from models.config import RenderSettings
 from models.face_ops import euler_angles_to_matrix
-from models.renderer import Renderer, RenderSettings
+from models.renderer import Renderer
 from models.shading import sh_shading
-from utils.assets import face_model_path
 
 from .common import report
 

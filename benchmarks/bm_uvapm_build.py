@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.uv_albedo_model_cli import DEFAULT_CONFIG, UVAPMBuildConfig
-from models.uvapm_build import streaming_channel_pca
+from models.config import UVAPMBuildConfig
+from models.uv_albedo_model.build import streaming_channel_pca
+from models.uv_albedo_model.command import DEFAULT_CONFIG
 from utils.config import load_config
 from utils.image_io import write_image
 
@@ -94,7 +95,7 @@ def run_build(folder: Path, output: Path, args) -> dict:
 
 
 def import_baseline() -> float:
-    process = subprocess.Popen([sys.executable, "-c", "import models.uvapm_build"], cwd=REPO)
+    process = subprocess.Popen([sys.executable, "-c", "import models.uv_albedo_model.build"], cwd=REPO)
     _, _, usage = os.wait4(process.pid, 0)
     return round(usage.ru_maxrss / 1024, 1)
 

@@ -3,7 +3,7 @@
 Each such benchmark takes the options of ``python -m fitting.run`` that
 matter for measuring (``--uvapm``, ``--detail_model``, ``--device``,
 ``--seed``, ``--config``, ``--set``) plus ``--quick``, which shrinks sizes
-and step counts (:data:`benchmarks.small_models.QUICK_OVERRIDES`) and fits
+and step counts (:data:`testing.small_models.QUICK_OVERRIDES`) and fits
 with small stand-in models: a smoke run whose numbers only have to be sane.
 The fitting outputs skip ``mesh.glb`` (``outputs.glb``), which nothing measures.
 """
@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fitting.pipeline import FittingConfig
+from assets import load_installed_face_model
+from fitting.config import FittingConfig
 from fitting.run import DEFAULT_CONFIG
-from utils.assets import load_installed_face_model
+from testing.small_models import QUICK_OVERRIDES, ModelChoice, choose_models
 from utils.cli import add_logging_args
 from utils.config import add_config_args, load_config
-
-from .small_models import QUICK_OVERRIDES, ModelChoice, choose_models
 
 __all__ = ["add_fitting_args", "fitting_config"]
 
@@ -47,6 +46,5 @@ def fitting_config(args: argparse.Namespace, scratch: Path, stages=(1, 2, 3)) ->
     models = choose_models(args.uvapm, args.detail_model, args.quick, config.face_model, layout_id, scratch)
     config.uvapm, config.detail_model = str(models.uvapm), str(models.detail_model)
     config.device, config.seed, config.stages = args.device, args.seed, list(stages)
-    config.preprocess.device = args.device
     config.outputs.glb = False
     return config, models

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.preprocess import load_processed
-from fitting.run import run_folder
+from fitting.runner import run_folder
+from fitting.structures import ProcessedFace
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image
 
@@ -114,7 +114,7 @@ def measure(photos: list[Path], fit_dir: Path, embedder: IdentityEmbedder) -> li
                 record[key] = metrics[f"{stage}_{key}"]
                 if size is not None:
                     record[f"{key}_detail"] = metrics[f"{stage}_{key}_{size}"]
-            box = load_processed(processed)["face_box"][0].tolist()
+            box = ProcessedFace.load(processed).face_box[0].tolist()
             descriptors[name] = (embedder(read_image(photo), box), embedder(read_image(fit_dir / name / "render.png"),
                                                                             box))
             record["id_distance"] = float(np.linalg.norm(descriptors[name][0] - descriptors[name][1]))
@@ -184,7 +184,8 @@ def run(args, argv: list[str]) -> list[dict]:
         (photo_dir / photo.name).symlink_to(photo.resolve())
     with tempfile.TemporaryDirectory(prefix="uvapm_bench_") as scratch:
         config, models = fitting_config(args, Path(scratch))
-        run_folder(photo_dir, output_dir / "fit", config, overwrite=not args.resume, progress=not args.quiet)
+        config.overwrite = not args.resume
+        run_folder(photo_dir, output_dir / "fit", config, progress=not args.quiet)
     records = measure(photos, output_dir / "fit", IdentityEmbedder())
     rows = summary(records)
     notes = (

@@ -50,18 +50,20 @@ from pathlib import Path
 
 import torch
 
+from assets import load_installed_face_model
 from fitting.albedo import AlbedoFitter
 from fitting.landmark_fit import LandmarkFitter
-from fitting.pipeline import FaceInput, Pipeline
-from fitting.preprocess import load_processed, preprocess_folder
+from fitting.pipeline import Pipeline
+from fitting.preprocess.folder import preprocess_folder
+from fitting.structures import FaceBatch, FitState, ProcessedFace
 from models.camera import PinholeCamera
+from models.config import RenderSettings
 from models.face_model import FaceModel
-from models.renderer import Renderer, RenderOutput, RenderSettings
+from models.renderer import Renderer, RenderOutput
 from models.shading import sh_shading
-from utils.assets import load_installed_face_model
-from utils.cli import resolve_device, seed_everything
 from utils.errors import ToolkitError
 from utils.image_io import read_image
+from utils.runtime import resolve_device, seed_everything
 
 from . import common
 from .bm_renderer import pytorch3d_renderer
@@ -175,10 +177,10 @@ def scaling(photos: list, sizes: list[int], work: Path, config, device, memory: 
 
         def run(photo_dir=photo_dir, processed=processed):
             preprocess_folder(photo_dir, processed, config.preprocess, progress=False)
-            records = [load_processed(p) for p in sorted(processed.glob("*.pt"))]
-            for i in range(0, len(records), 8):
-                fitter.fit(torch.cat([r["landmarks"] for r in records[i : i + 8]]).to(device))
-            return len(records)
+            faces = [ProcessedFace.load(p) for p in sorted(processed.glob("*.pt"))]
+            for i in range(0, len(faces), 8):
+                fitter.fit(torch.cat([f.landmarks for f in faces[i : i + 8]]).to(device))
+            return len(faces)
 
         faces, seconds, peak = _measure(device, memory, run)
         rows.append({"experiment": "scaling: preprocessing + landmark fit", "setting": f"{n} photos",
@@ -186,21 +188,27 @@ def scaling(photos: list, sizes: list[int], work: Path, config, device, memory: 
     return rows, processed
 
 
-def _load_faces(processed: Path, count: int) -> list[FaceInput]:
+def _load_faces(processed: Path, count: int) -> list[tuple[str, ProcessedFace, object]]:
+    """(name, processed face, photo) of the first ``count`` faces."""
     faces = []
     for path in sorted(processed.glob("*.pt"))[:count]:
-        record = load_processed(path)
-        faces.append(FaceInput(path.stem, record, read_image(record["info"]["source"])))
+        face = ProcessedFace.load(path)
+        faces.append((path.stem, face, read_image(face.info.source)))
     return faces
 
 
-def batches(pipeline: Pipeline, faces: list[FaceInput], sizes: list[int], device, memory: PeakMemory,
+def _batch(pipeline: Pipeline, faces: list[tuple[str, ProcessedFace, object]]) -> FaceBatch:
+    names, processed, photos = zip(*faces)
+    return pipeline.batch(list(names), list(processed), list(photos))
+
+
+def batches(pipeline: Pipeline, faces: list, sizes: list[int], device, memory: PeakMemory,
             seed: int) -> tuple[list, object]:
     """Experiment 2; returns the rows and the warm-up face's result."""
     rows, first = [], None
     for label, batch in [("warm-up (first call)", faces[:1])] + [(f"batch size {b}", faces[:b]) for b in sizes]:
         seed_everything(seed)
-        results, seconds, peak = _measure(device, memory, lambda batch=batch: pipeline.run(batch))
+        results, seconds, peak = _measure(device, memory, lambda batch=batch: pipeline.run(_batch(pipeline, batch)))
         first = results[0] if first is None else first
         stage_seconds = {k: results[0].seconds[k] for k in STAGES if k in results[0].seconds}
         per_face = seconds / len(batch)
@@ -210,15 +218,14 @@ def batches(pipeline: Pipeline, faces: list[FaceInput], sizes: list[int], device
     return rows, first
 
 
-def renderers(pipeline: Pipeline, face: FaceInput, result, steps: int, device, memory: PeakMemory,
+def renderers(pipeline: Pipeline, face: tuple, result, steps: int, device, memory: PeakMemory,
               seed: int) -> list[dict]:
     """Experiment 3."""
     model, config = pipeline.face_model, pipeline.config
     camera = PinholeCamera(model.camera_distance, 224)
     fit_config = replace(config.albedo, optim=replace(config.albedo.optim, steps=steps))
-    params = result.params.to(device)
-    record = face.record
-    inputs = [record[k].to(device) for k in ("image", "skin_mask", "parse_mask", "landmarks")]
+    batch = _batch(pipeline, [face])
+    state = FitState(params=result.params.to(device))
     variants = {
         "ours, cached (the pipeline's)": None,
         "ours, re-rasterised every step": Renderer.for_face_model(model, camera, RenderSettings(refresh_pixels=0.0)),
@@ -232,12 +239,13 @@ def renderers(pipeline: Pipeline, face: FaceInput, result, steps: int, device, m
 
         def fit(fitter=fitter):
             seed_everything(seed)
-            return fitter.fit(inputs[0], inputs[1], inputs[2], inputs[3], params)
+            return fitter(batch, state)
 
         fit()  # warm-up
         out, seconds, peak = _measure(device, memory, fit)
         rows.append({"experiment": f"stage-2 fit, {steps} steps", "setting": label, "faces": 1, "wall_s": seconds,
-                     "ms_per_step": 1000 * seconds / steps, "final_photo_loss": out.history[-1]["photo"][0], **peak})
+                     "ms_per_step": 1000 * seconds / steps,
+                     "final_photo_loss": out.histories["stage2"][-1]["photo"][0], **peak})
     return rows
 
 

@@ -1,7 +1,7 @@
 """Synthetic faces with known truth, fitted by the real pipeline.
 
 Each face is rendered with the reference camera into a 512x512 "photo"
-(:func:`fitting.synthetic.make_synthetic_faces`): identity and expression
+(:func:`testing.synthetic.make_synthetic_faces`): identity and expression
 from the ICT prior, a head pose, SH lighting (a random coloured part, sigma
 0.05 on each of the 27 coefficients at every level, plus one white
 directional light), a known UV albedo, composited on a random
@@ -10,7 +10,7 @@ with Gaussian sensor noise and JPEG compression. The pipeline gets what
 preprocessing would give it: the 224 crop (the photo scaled by 224/512, so
 ``transform`` is that scale), the true projected landmarks (jaw on the
 silhouette) plus Gaussian noise, and the default landmark + skin-colour masks
-(:func:`fitting.masks.landmark_masks`) computed on the noisy crop. Landmarks
+(:func:`fitting.preprocess.masks.landmark_masks`) computed on the noisy crop. Landmarks
 are not detected with dlib: the render has no hair, ears or neck, which is
 not what dlib was trained on, and its failures would measure dlib rather
 than the fit; the noise stands for its error.
@@ -76,7 +76,7 @@ import logging
 import math
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -85,23 +85,24 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fitting.alignment import warp_to_crop
+from assets import load_installed_face_model
 from fitting.landmark_fit import normalized_landmark_error
-from fitting.masks import landmark_masks
 from fitting.metrics import masked_psnr, masked_ssim
 from fitting.params import FaceParams
-from fitting.pipeline import FaceInput, FaceResult, Pipeline
-from fitting.synthetic import make_synthetic_faces, vertex_error_mm
+from fitting.pipeline import Pipeline
+from fitting.preprocess.alignment import CROP_SIZE, warp_to_crop
+from fitting.preprocess.masks import landmark_masks
+from fitting.structures import FaceBatch, FaceResult
 from fitting.unwrap import unwrap_texture
 from models.face_model import FaceModel
 from models.lighting import sphere_normals
 from models.shading import sh_shading
 from models.uv_albedo_model import UVAlbedoModel
 from models.uv_layout import UVLayout
-from utils.assets import load_installed_face_model
-from utils.cli import resolve_device, seed_everything
+from testing.synthetic import make_synthetic_faces, vertex_error_mm
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image, write_image
+from utils.runtime import resolve_device, seed_everything
 
 from . import common
 from .fit_setup import add_fitting_args, fitting_config
@@ -114,7 +115,6 @@ __all__ = [
 logger = logging.getLogger("uvapm.benchmarks")
 
 PHOTO_SIZE = 512
-CROP_SIZE = 224
 METHODS = ("UVAPM mean albedo (mean shape)", "unwrapped photo texture", "stage 2 (no stage 3)",
            "stage 3 (full pipeline)")
 SCORES = ("psnr_visible", "ssim_visible", "psnr_unseen", "unseen_share", "albedo_gain", "vertex_mm", "landmark_error",
@@ -312,8 +312,9 @@ class SceneMaker:
         texture = read_image(self.albedo_maps[rng.integers(len(self.albedo_maps))])
         return torch.from_numpy(texture.copy()).permute(2, 0, 1)[None].float() / 255.0
 
-    def make(self, level: str, index: int) -> tuple[FaceInput, GroundTruth, torch.Tensor]:
-        """Face ``index`` of a difficulty level: the pipeline input, the truth and the clean (1, 3, 224, 224) crop."""
+    def make(self, level: str, index: int, detail_size: int) -> tuple[FaceBatch, GroundTruth, torch.Tensor]:
+        """Face ``index`` of a difficulty level: the pipeline input (its photo re-warped at ``detail_size`` for
+        the detail stages), the truth and the clean (1, 3, 224, 224) crop."""
         difficulty = DIFFICULTIES[level]
         rng = np.random.default_rng([self.seed, list(DIFFICULTIES).index(level), index])
         synthetic = make_synthetic_faces(
@@ -332,48 +333,45 @@ class SceneMaker:
         true_landmarks = synthetic.landmarks * scale
         landmarks = true_landmarks + torch.from_numpy(rng.normal(0.0, difficulty.landmark_sigma_px, (1, 68, 2))).float()
         skin, parse = landmark_masks(crop, landmarks[0].numpy())
-        record = {
-            "image": torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0,
-            "landmarks": landmarks,
-            "skin_mask": torch.from_numpy(skin)[None, None],
-            "parse_mask": torch.from_numpy(parse)[None, None],
-            "transform": torch.from_numpy(transform).float()[None],
-            "info": {"source": ""},
-        }
+        detail = warp_to_crop(photo, transform * (detail_size / CROP_SIZE), detail_size)
+        to_tensor = lambda image: torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
+        batch = FaceBatch.from_tensors(to_tensor(crop), landmarks, torch.from_numpy(skin)[None, None],
+                                       torch.from_numpy(parse)[None, None], detail_image=to_tensor(detail),
+                                       names=[f"{level}_{index:03d}"])
         clean_crop = F.interpolate(synthetic.image, size=CROP_SIZE, mode="area")
         truth = GroundTruth(synthetic.params.to("cpu"), synthetic.vertices.cpu(), true_landmarks.cpu(),
                             synthetic.albedo_map.cpu())
-        return FaceInput(f"{level}_{index:03d}", record, photo), truth, clean_crop
+        return batch, truth, clean_crop
 
 
 def estimates(pipeline: Pipeline, result: FaceResult, face_model: FaceModel) -> dict[str, Estimate]:
     """The pipeline's result and the baselines, per method of :data:`METHODS` (stage 3 only when it ran)."""
     params = result.params.to("cpu")
     with torch.no_grad():
-        vertices = face_model(params.identity, params.expression, params.rotation, params.translation).vertices
+        vertices = params.posed(face_model).vertices
         mean_vertices = face_model(rotation=params.rotation, translation=params.translation).vertices
     fitted = dict(vertices=vertices, landmarks=result.landmarks[None], gamma=params.gamma)
     out = {
         METHODS[0]: Estimate(albedo=pipeline.uvapm.mean[None].clamp(0, 1), vertices=mean_vertices),
         METHODS[1]: Estimate(albedo=result.uv_texture[None]),
-        METHODS[2]: Estimate(albedo=result.uv_coarse[None], **fitted),
+        METHODS[2]: Estimate(albedo=result.albedo_maps["stage2"][None], **fitted),
     }
-    if result.uv_final is not None:
-        out[METHODS[3]] = Estimate(albedo=result.uv_final[None], **fitted)
+    if "stage3" in result.albedo_maps:
+        out[METHODS[3]] = Estimate(albedo=result.albedo_maps["stage3"][None], **fitted)
     return out
 
 
-def _montage(face: FaceInput, truth: GroundTruth, result: FaceResult, masks: UVMasks) -> np.ndarray:
+def _montage(batch: FaceBatch, truth: GroundTruth, result: FaceResult, masks: UVMasks) -> np.ndarray:
     """Crop | true albedo | unwrapped | stage 2 | stage 3 | visible (green) / unseen (red) texels, 224 px each."""
     size = CROP_SIZE
 
     def panel(image):
         return F.interpolate(image[None].float().cpu(), size=size, mode="area")[0].clamp(0, 1)
 
-    maps = [truth.albedo[0], result.uv_texture, result.uv_coarse]
-    maps += [result.uv_final] if result.uv_final is not None else []
+    maps = [truth.albedo[0], result.uv_texture, result.albedo_maps["stage2"]]
+    maps += [result.albedo_maps["stage3"]] if "stage3" in result.albedo_maps else []
     coverage = torch.cat([masks.unseen[0], masks.visible[0], torch.zeros_like(masks.visible[0])])
-    panels = [face.record["image"][0], *maps, coverage]
+    panels = [batch.image[0], *maps, coverage]
     return torch.cat([panel(p) for p in panels], 2).permute(1, 2, 0).numpy()
 
 
@@ -426,23 +424,25 @@ def run(args, argv: list[str]) -> list[dict]:
     out_dir = Path(args.output_dir) if args.output_dir else None
     jobs = [(level, i) for level in levels for i in range(n)]
     for level, index in tqdm(jobs, desc="synthetic faces", unit="face", disable=args.quiet):
-        face, truth, clean_crop = maker.make(level, index)
+        batch, truth, clean_crop = maker.make(level, index, config.detail_crop_size)
+        batch = replace(batch, **{k: getattr(batch, k).to(device) for k in ("image", "landmarks", "skin_mask",
+                                                                            "parse_mask", "detail_image")})
         seed_everything(config.seed)
-        result = pipeline.run([face])[0]
+        result = pipeline.run(batch)[0]
         resolution = truth.albedo.shape[-1]
         if resolution not in layouts:
             layouts[resolution] = UVLayout(face_model, resolution)
         masks = uv_masks(face_model, truth.params, clean_crop, layouts[resolution])
-        input_error = float(normalized_landmark_error(face.record["landmarks"], truth.landmarks)[0])
+        input_error = float(normalized_landmark_error(batch.landmarks.cpu(), truth.landmarks)[0])
         angles = truth.params.angles[0] * 180 / math.pi
         for method, estimate in estimates(pipeline, result, face_model).items():
             scores = score(face_model, truth, estimate, masks)
-            records.append({"face": face.name, "difficulty": level, "method": method,
+            records.append({"face": result.name, "difficulty": level, "method": method,
                             "pitch_deg": float(angles[0]), "yaw_deg": float(angles[1]),
                             "input_landmark_error": input_error,
                             **{k: float(v[0]) for k, v in scores.items()}})
         if out_dir is not None:
-            write_image(out_dir / f"{face.name}.png", _montage(face, truth, result, masks))
+            write_image(out_dir / f"{result.name}.png", _montage(batch, truth, result, masks))
     rows = _summary_rows(records)
     name = "synthetic_gt_quick" if args.quick else "synthetic_gt"
     R = pipeline.uvapm.resolution
@@ -454,9 +454,9 @@ def run(args, argv: list[str]) -> list[dict]:
     notes = (
         f"Albedo truth: {albedo_note}. Backgrounds: random crops of {args.backgrounds}. Difficulties: {levels_note}. "
         "Input landmarks: the true projected landmarks plus Gaussian noise (sigma per coordinate, 224-crop "
-        "pixels); masks: fitting.masks.landmark_masks on the noisy crop. Albedo PSNR/SSIM in UV at the truth's "
-        "resolution over visible texels (true unwrapping confidence > 0.5), after one least-squares gain per "
-        "colour channel (computed on the visible texels, also applied to the unseen ones) and clamping to [0, 1]; "
+        "pixels); masks: fitting.preprocess.masks.landmark_masks on the noisy crop. Albedo PSNR/SSIM in UV at "
+        "the truth's resolution over visible texels (true unwrapping confidence > 0.5), after one least-squares gain "
+        "per colour channel (computed on the visible texels, also applied to the unseen ones) and clamping to [0, 1]; "
         "albedo_gain: that gain averaged over the channels (1: the estimate is as bright as the truth). Unseen: "
         "face texels with zero confidence (unseen_share: their share of the face texels). Vertex error: "
         "mm over the face region after rigid alignment (the mean-albedo row uses the mean face shape). Landmark "

@@ -17,73 +17,28 @@ already close; the reference starts from zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from models.camera import PinholeCamera
+from models.config import RenderSettings
 from models.face_model import FaceModel
-from models.renderer import Renderer, RenderSettings
+from models.renderer import Renderer
 from models.uv_albedo_model import UVAlbedoModel
 
+from .config import AlbedoFitConfig
 from .losses import lighting_monochrome_loss, photometric_loss
 from .networks import OptionalNetworks, identity_loss, perceptual_loss
-from .optim import OptimConfig, minimize
-from .params import FaceParams
+from .optim import minimize
+from .progress import StepProgress
 from .shape import fit_mask
+from .structures import FaceBatch, FitState
 from .unwrap import UnwrapResult
 
-__all__ = ["AlbedoFitConfig", "AlbedoFitResult", "AlbedoFitter"]
-
-
-@dataclass
-class AlbedoFitConfig:
-    """Stage-2 settings.
-
-    Attributes:
-        optim: steps and learning-rate schedule.
-        lr_albedo: Adam learning rate of the UVAPM coefficients (std units).
-        lr_albedo_raw: the same for a model whose coefficients are in raw
-            units (the paper's ``.pkl`` without standard deviations; the
-            paper's own rate is 2.0); such a model also gets no prior.
-        lr_gamma: Adam learning rate of the SH lighting.
-        init_from_unwrap: start from the projection of the unwrapped photo
-            texture (else from zero, the model's mean albedo).
-        init_ridge: prior weight of that projection.
-        w_photo, w_identity, w_perceptual, w_prior, w_gamma_mono: loss weights
-            (the identity and perceptual terms apply only when their networks are loaded).
-    """
-
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=60, rampdown=0.25))
-    lr_albedo: float = 0.05
-    lr_albedo_raw: float = 2.0
-    lr_gamma: float = 0.005
-    init_from_unwrap: bool = True
-    init_ridge: float = 1e-3
-    w_photo: float = 1.0
-    w_identity: float = 0.2
-    w_perceptual: float = 0.02
-    w_prior: float = 1e-4
-    w_gamma_mono: float = 1.0
-
-
-@dataclass
-class AlbedoFitResult:
-    """Stage-2 result.
-
-    Attributes:
-        params: parameters with ``albedo`` (B, 3K) and refined ``gamma``.
-        albedo_map: (B, 3, R, R) coarse UV albedo at the UVAPM resolution, clamped to [0, 1].
-        history: per-step loss terms.
-    """
-
-    params: FaceParams
-    albedo_map: torch.Tensor
-    history: list
+__all__ = ["AlbedoFitter"]
 
 
 class AlbedoFitter:
-    """Stage 2 for a batch of aligned faces.
+    """Stage 2 for a batch of aligned faces (a :class:`~fitting.structures.Stage`).
 
     Args:
         face_model: the face model.
@@ -92,6 +47,8 @@ class AlbedoFitter:
         config: stage settings.
         image_size: side of the aligned crops.
     """
+
+    name = "stage2"
 
     def __init__(self, face_model: FaceModel, uvapm: UVAlbedoModel, networks: OptionalNetworks | None = None,
                  config: AlbedoFitConfig | None = None, image_size: int = 224):
@@ -102,6 +59,7 @@ class AlbedoFitter:
         self.config = config or AlbedoFitConfig()
         self.renderer = Renderer.for_face_model(face_model, PinholeCamera(face_model.camera_distance, image_size),
                                                 RenderSettings(refresh_pixels=float("inf")))
+        self.progress = StepProgress()
 
     def initial_coefficients(self, unwrapped: UnwrapResult | None, batch: int) -> torch.Tensor:
         """Projection of the unwrapped texture (or zeros: the mean albedo)."""
@@ -110,31 +68,17 @@ class AlbedoFitter:
             return torch.zeros(batch, self.uvapm.num_coeffs, device=device)
         return self.uvapm.encode(unwrapped.texture, unwrapped.confidence, ridge=self.config.init_ridge)
 
-    def fit(
-        self,
-        image: torch.Tensor,
-        skin_mask: torch.Tensor,
-        parse_mask: torch.Tensor | None,
-        landmarks: torch.Tensor,
-        params: FaceParams,
-        unwrapped: UnwrapResult | None = None,
-    ) -> AlbedoFitResult:
-        """Fit the coarse albedo of a batch.
-
-        Args:
-            image: (B, 3, S, S) aligned photos.
-            skin_mask, parse_mask: (B, 1, S, S).
-            landmarks: (B, 68, 2) detected landmarks (aligns the identity crops).
-            params: stage-1 parameters (geometry, pose, lighting).
-            unwrapped: the unwrapped photo texture, for the initial coefficients.
-        """
+    def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
+        """Fit the UVAPM coefficients and refine the lighting with the stage-1 geometry fixed; sets
+        ``params.albedo``, ``params.gamma`` and the ``stage2`` albedo map (B, 3, R, R), clamped to [0, 1]."""
         cfg, model, nets = self.config, self.model, self.networks
-        p = params.detach()
+        image, skin_mask, parse_mask, landmarks = batch.image, batch.skin_mask, batch.parse_mask, batch.landmarks
+        p = state.params.detach()
         with torch.no_grad():
-            vertices = model(p.identity, p.expression, p.rotation, p.translation).vertices
+            vertices = p.posed(model).vertices
             normals = model.vertex_normals(vertices)
         self.renderer.invalidate()
-        coeffs = self.initial_coefficients(unwrapped, image.shape[0]).detach().clone().requires_grad_()
+        coeffs = self.initial_coefficients(state.unwrapped, len(batch)).detach().clone().requires_grad_()
         gamma = p.gamma.clone().requires_grad_()
 
         std_units = self.uvapm.coefficient_units == "std"
@@ -153,14 +97,15 @@ class AlbedoFitter:
                 if nets.arcface is not None:
                     terms["identity"] = cfg.w_identity * identity_loss(nets.arcface, composite, image, landmarks)
                 if nets.vgg is not None:
-                    vgg_mask = render.mask * (parse_mask if parse_mask is not None else 1.0)
+                    vgg_mask = render.mask * parse_mask
                     terms["perceptual"] = cfg.w_perceptual * perceptual_loss(nets.vgg, render.image, image,
                                                                             vgg_mask)
             return terms
 
         lr = cfg.lr_albedo if std_units else cfg.lr_albedo_raw
-        history = minimize({"albedo": (coeffs, lr), "gamma": (gamma, cfg.lr_gamma)}, closure, cfg.optim)
+        history = minimize({"albedo": (coeffs, lr), "gamma": (gamma, cfg.lr_gamma)}, closure, cfg.optim,
+                           self.progress.track(self.name, cfg.optim.steps))
         p.albedo, p.gamma = coeffs.detach(), gamma.detach()
         with torch.no_grad():
             albedo_map = self.uvapm(p.albedo).clamp(0, 1)
-        return AlbedoFitResult(p, albedo_map, history)
+        return state.updated(params=p, albedo_maps={self.name: albedo_map}, histories={self.name: history})

@@ -9,97 +9,52 @@ the perceptual term when the official VGG is present, and a Gaussian prior
 on the latent. The photo is the original re-warped into a crop of
 ``render_size`` pixels, so the detail is not limited by the 224 crop.
 
-Our generator's latent starts from the encoding of the detail seen in the
-unwrapped photo texture (one encoder pass), so a few steps suffice. With
-``observed_detail`` on, the final map then takes the photo's own
-high-frequency detail where the unwrapping is confident and the generated
-detail elsewhere (additive mode only; the paper's HSV mode has no such
-split).
+A generator that can encode a texture (ours) starts its latent from the
+encoding of the detail seen in the unwrapped photo texture (one encoder
+pass), so a few steps suffice. With ``observed_detail`` on, the final map
+then takes the photo's own high-frequency detail where the unwrapping is
+confident and the generated detail elsewhere, for generators whose
+combination is additive (the paper's HSV replacement has no such split).
+What a generator offers is asked through the
+:class:`~models.detail_generator.DetailGenerator` protocol, never its class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
-import torch.nn.functional as F
 
 from models.camera import PinholeCamera
-from models.detail_generator import DetailVAE, PaperDetailVAE, extract_detail
+from models.config import RenderSettings
+from models.detail_generator import DetailGenerator
 from models.face_model import FaceModel
-from models.renderer import Renderer, RenderSettings
+from models.filters import gaussian_high_pass
+from models.renderer import Renderer
 
-from .losses import gaussian_prior, high_pass, photometric_loss
+from .config import DetailFitConfig
+from .losses import gaussian_prior, photometric_loss
 from .networks import OptionalNetworks, perceptual_loss
-from .optim import OptimConfig, minimize
-from .params import FaceParams
+from .optim import minimize
+from .progress import StepProgress
 from .shape import fit_mask
+from .structures import FaceBatch, FitState
 from .unwrap import UnwrapResult
 
-__all__ = ["DetailFitConfig", "DetailFitResult", "DetailFitter"]
-
-
-@dataclass
-class DetailFitConfig:
-    """Stage-3 settings.
-
-    Attributes:
-        optim: steps and schedule.
-        lr_latent: Adam learning rate of the latent.
-        render_size: side of the crop the detail is compared with.
-        high_pass_sigma: Gaussian sigma (pixels at ``render_size``) of the
-            high-frequency band.
-        w_photo, w_high_freq, w_perceptual: loss weights.
-        w_prior: weight of the latent's N(0, I) prior per latent value
-            (``sum(z^2) / 2`` divided by the latent size, so that the same
-            weight suits a 500-d vector and a 16384-value latent grid).
-        init_from_unwrap: start our generator's latent from the encoded
-            detail of the unwrapped texture (zeros otherwise, and always for
-            the paper's model).
-        observed_detail: blend in the photo's own detail where the
-            unwrapping is confident (additive mode).
-    """
-
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=15, rampdown=0.3))
-    lr_latent: float = 0.05
-    render_size: int = 512
-    high_pass_sigma: float = 1.5
-    w_photo: float = 1.0
-    w_high_freq: float = 4.0
-    w_perceptual: float = 0.02
-    w_prior: float = 1e-2
-    init_from_unwrap: bool = True
-    observed_detail: bool = True
-
-
-@dataclass
-class DetailFitResult:
-    """Stage-3 result.
-
-    Attributes:
-        params: parameters with ``detail`` (B, L).
-        albedo_map: (B, 3, R, R) final UV albedo at the generator's resolution, in [0, 1].
-        generated_albedo_map: (B, 3, R, R) the same with generated detail only.
-        history: per-step loss terms.
-    """
-
-    params: FaceParams
-    albedo_map: torch.Tensor
-    generated_albedo_map: torch.Tensor
-    history: list
+__all__ = ["DetailFitter"]
 
 
 class DetailFitter:
-    """Stage 3 for a batch.
+    """Stage 3 for a batch (a :class:`~fitting.structures.Stage`).
 
     Args:
         face_model: the face model.
-        detail_model: our :class:`DetailVAE` or the paper's :class:`PaperDetailVAE`.
+        detail_model: a :class:`~models.detail_generator.DetailGenerator` (ours or the paper's).
         networks: optional perceptual network.
         config: stage settings.
     """
 
-    def __init__(self, face_model: FaceModel, detail_model: DetailVAE | PaperDetailVAE,
+    name = "stage3"
+
+    def __init__(self, face_model: FaceModel, detail_model: DetailGenerator,
                  networks: OptionalNetworks | None = None, config: DetailFitConfig | None = None):
         self.model = face_model
         self.detail_model = detail_model.eval().requires_grad_(False)
@@ -107,56 +62,43 @@ class DetailFitter:
         self.config = config or DetailFitConfig()
         camera = PinholeCamera(face_model.camera_distance, self.config.render_size)
         self.renderer = Renderer.for_face_model(face_model, camera, RenderSettings(refresh_pixels=float("inf")))
+        self.progress = StepProgress()
 
     def _initial_latent(self, unwrapped: UnwrapResult | None, batch: int, device) -> torch.Tensor:
         gen = self.detail_model
-        if isinstance(gen, DetailVAE) and unwrapped is not None and self.config.init_from_unwrap:
-            texture = F.interpolate(unwrapped.filled, size=gen.resolution, mode="bilinear", align_corners=False)
-            detail = extract_detail(texture, gen.config.low_pass_resolution, gen.config.channels)
-            with torch.no_grad():
-                return gen.encode(detail)[0]
-        return torch.zeros(batch, gen.latent_dim, device=device)
+        start = None
+        if unwrapped is not None and self.config.init_from_unwrap:
+            start = gen.initial_latent(unwrapped.filled)
+        return start if start is not None else torch.zeros(batch, gen.latent_dim, device=device)
 
-    def observed_blend(self, coarse: torch.Tensor, generated: torch.Tensor, unwrapped: UnwrapResult) -> torch.Tensor:
-        """Coarse + the photo's detail where confidently seen + generated detail elsewhere (B, 3, R, R)."""
+    def _observed_blend(self, coarse: torch.Tensor, generated: torch.Tensor,
+                        unwrapped: UnwrapResult | None) -> torch.Tensor | None:
+        """Coarse + the photo's detail where confidently seen + generated detail elsewhere (B, 3, R, R),
+        or None when the generator cannot take the photo's detail."""
+        if unwrapped is None or not self.config.observed_detail:
+            return None
         gen = self.detail_model
-        R = gen.resolution
-        texture = F.interpolate(unwrapped.filled, size=R, mode="bilinear", align_corners=False)
-        confidence = F.interpolate(unwrapped.confidence, size=R, mode="bilinear", align_corners=False)
-        observed = extract_detail(texture, gen.config.low_pass_resolution, gen.config.channels)
-        detail = confidence * observed + (1 - confidence) * generated
-        return gen.combine(coarse, detail)
+        observed = gen.observed_detail(unwrapped.filled)
+        if observed is None:
+            return None
+        confidence = _resize(unwrapped.confidence, gen.resolution)
+        return gen.combine(coarse, confidence * observed + (1 - confidence) * generated)
 
-    def fit(
-        self,
-        image: torch.Tensor,
-        skin_mask: torch.Tensor,
-        parse_mask: torch.Tensor | None,
-        params: FaceParams,
-        coarse: torch.Tensor,
-        unwrapped: UnwrapResult | None = None,
-    ) -> DetailFitResult:
-        """Fit the detail of a batch.
-
-        Args:
-            image: (B, 3, S, S) aligned photo at ``render_size`` (resized if not).
-            skin_mask, parse_mask: (B, 1, s, s) masks (resized to S).
-            params: stage-2 parameters.
-            coarse: (B, 3, r, r) stage-2 coarse albedo.
-            unwrapped: the unwrapped texture (initial latent and observed detail).
-        """
+    def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
+        """Fit the detail latent against ``batch.detail_image`` with shape, light and the coarse albedo fixed;
+        sets ``params.detail`` and the ``stage3`` albedo map (B, 3, R, R) at the generator's resolution."""
         cfg, gen, model = self.config, self.detail_model, self.model
         S = cfg.render_size
-        resize = lambda x: x if x is None or x.shape[-1] == S else F.interpolate(  # noqa: E731
-            x, size=S, mode="bilinear", align_corners=False)
-        image, skin_mask, parse_mask = resize(image), resize(skin_mask), resize(parse_mask)
-        p = params.detach()
+        image = _resize(batch.detail_image, S)
+        skin_mask, parse_mask = _resize(batch.skin_mask, S), _resize(batch.parse_mask, S)
+        coarse = state.albedo_maps["stage2"]
+        p = state.params.detach()
         with torch.no_grad():
-            vertices = model(p.identity, p.expression, p.rotation, p.translation).vertices
+            vertices = p.posed(model).vertices
             normals = model.vertex_normals(vertices)
         self.renderer.invalidate()
-        latent = self._initial_latent(unwrapped, image.shape[0], image.device).clone().requires_grad_()
-        target_high = high_pass(image, cfg.high_pass_sigma)
+        latent = self._initial_latent(state.unwrapped, len(batch), image.device).clone().requires_grad_()
+        target_high = gaussian_high_pass(image, cfg.high_pass_sigma)
 
         def closure():
             albedo = gen.combine(coarse, gen.decode(latent))
@@ -164,7 +106,7 @@ class DetailFitter:
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             terms = {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
-                "high_freq": cfg.w_high_freq * photometric_loss(high_pass(render.image, cfg.high_pass_sigma),
+                "high_freq": cfg.w_high_freq * photometric_loss(gaussian_high_pass(render.image, cfg.high_pass_sigma),
                                                                 target_high, mask),
                 "prior": cfg.w_prior * gaussian_prior(latent) / latent.shape[-1],
             }
@@ -173,12 +115,18 @@ class DetailFitter:
                                                                         mask)
             return terms
 
-        history = minimize({"latent": (latent, cfg.lr_latent)}, closure, cfg.optim)
+        history = minimize({"latent": (latent, cfg.lr_latent)}, closure, cfg.optim,
+                           self.progress.track(self.name, cfg.optim.steps))
         p.detail = latent.detach()
         with torch.no_grad():
             generated_detail = gen.decode(p.detail)
-            generated = gen.combine(coarse, generated_detail)
-            final = generated
-            if cfg.observed_detail and unwrapped is not None and isinstance(gen, DetailVAE):
-                final = self.observed_blend(coarse, generated_detail, unwrapped)
-        return DetailFitResult(p, final.clamp(0, 1), generated.clamp(0, 1), history)
+            final = self._observed_blend(coarse, generated_detail, state.unwrapped)
+            if final is None:
+                final = gen.combine(coarse, generated_detail)
+        return state.updated(params=p, albedo_maps={self.name: final.clamp(0, 1)}, histories={self.name: history})
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from utils.atomic import write_text
+from utils.cli import count
 
 __all__ = ["write_gallery"]
 
@@ -57,7 +58,7 @@ def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, 
 <html><head><meta charset="utf-8"><title>UVAPM reconstructions</title><style>{_STYLE}</style></head>
 <body>
 <h1>UVAPM reconstructions</h1>
-<p>{len(rows)} faces reconstructed, {len(failures)} failed. Summary panels: input | landmarks (blue detected,
+<p>{count(len(rows), 'face')} reconstructed, {len(failures)} failed. Summary panels: input | landmarks (blue detected,
 red fitted) | skin mask | stage 1 | stage 2 | stage 3 | UV albedo. PSNR/SSIM are measured inside the skin mask.</p>
 <table><tr><th>face</th><th>summary</th><th>UV albedo</th>{header}<th>seconds</th></tr>
 {''.join(rows)}

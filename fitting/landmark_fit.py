@@ -22,49 +22,19 @@ milliseconds and the fit converges in 20-40 iterations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from models.camera import PinholeCamera
 from models.face_model import FaceModel
 from models.face_ops import euler_angles_to_matrix
 
+from .config import LandmarkFitConfig
 from .params import FaceParams
 
-__all__ = ["LandmarkFitConfig", "LandmarkFitter", "landmark_weights", "contour_candidates", "normalized_landmark_error"]
+__all__ = ["LandmarkFitter", "landmark_weights", "contour_candidates", "normalized_landmark_error"]
 
 JAW = list(range(0, 17))
 CHIN = 8
-
-
-@dataclass
-class LandmarkFitConfig:
-    """Settings of the landmark fit.
-
-    Attributes:
-        rigid_iterations: pose-only iterations before the full fit.
-        iterations: full iterations (pose, identity, expression).
-        identity_prior: weight of sum(identity^2), in squared pixels per unit.
-        expression_prior: weight of sum(expression^2).
-        robust_scale: Cauchy scale in pixels (inf: plain least squares).
-        weights: per-group landmark weights (jaw, brows, nose, eyes, mouth, inner_mouth).
-        sliding_contour: let jaw landmarks slide to the silhouette.
-        contour_band: half-height (model units) of the band of candidate vertices.
-        damping: initial Levenberg-Marquardt damping.
-    """
-
-    rigid_iterations: int = 8
-    iterations: int = 30
-    identity_prior: float = 2.0
-    expression_prior: float = 4.0
-    robust_scale: float = 4.0
-    weights: dict = field(
-        default_factory=lambda: {"jaw": 0.5, "brows": 1.0, "nose": 2.0, "eyes": 2.0, "mouth": 1.5, "inner_mouth": 1.5}
-    )
-    sliding_contour: bool = True
-    contour_band: float = 0.35
-    damping: float = 1e-2
 
 
 def landmark_weights(weights: dict) -> torch.Tensor:
@@ -195,8 +165,16 @@ class LandmarkFitter:
             J = torch.cat([J, torch.cat([J.new_zeros(len(theta), prior.shape[1], 6), prior], 2)], 1)
         return res, J
 
+    def select_contour(self, params: FaceParams) -> torch.Tensor:
+        """(B, 68) landmark vertex indices of ``params``, with the jaw landmarks on the silhouette."""
+        return self._select_contour(_theta(params))
+
+    def project(self, params: FaceParams, index: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 2) pixel positions of the landmark vertices ``index`` (B, 68) of ``params``."""
+        out = params.posed(self.model)
+        return self.camera.project(torch.gather(out.vertices, 1, index[..., None].expand(-1, -1, 3)))
+
     def _select_contour(self, theta: torch.Tensor) -> torch.Tensor:
-        """(B, 68) landmark vertex indices with jaw landmarks on the silhouette."""
         B = theta.shape[0]
         index = self.model.landmark_indices.expand(B, -1).clone()
         if not self.config.sliding_contour:
@@ -227,7 +205,7 @@ class LandmarkFitter:
         Ki, Ke = model.num_identity, model.num_expression
         if init is None:
             init = FaceParams.zeros(B, Ki, Ke, landmarks.device)
-        theta = torch.cat([init.angles, init.translation, init.identity, init.expression], 1).detach()
+        theta = _theta(init).detach()
         damping = torch.full((B,), cfg.damping, device=landmarks.device)
         for it in range(cfg.rigid_iterations + cfg.iterations):
             rigid = it < cfg.rigid_iterations
@@ -237,12 +215,8 @@ class LandmarkFitter:
             identity=theta[:, 6 : 6 + Ki], expression=theta[:, 6 + Ki :], angles=theta[:, :3],
             translation=theta[:, 3:6], gamma=init.gamma.detach().clone(),
         )
-        fitted = self._project(params, index)
+        fitted = self.project(params, index)
         return params, {"error": normalized_landmark_error(fitted, landmarks), "landmarks": fitted, "index": index}
-
-    def _project(self, params: FaceParams, index: torch.Tensor) -> torch.Tensor:
-        out = self.model(params.identity, params.expression, params.rotation, params.translation)
-        return self.camera.project(torch.gather(out.vertices, 1, index[..., None].expand(-1, -1, 3)))
 
     def _step(self, theta, target, damping, rigid: bool):
         index = self._select_contour(theta)
@@ -268,6 +242,11 @@ class LandmarkFitter:
         theta = torch.where(better[:, None], candidate, theta)
         damping = torch.where(better, damping * 0.3, damping * 10.0).clamp(1e-7, 1e7)
         return theta, damping
+
+
+def _theta(params: FaceParams) -> torch.Tensor:
+    """The fit's flat parameter vector (B, 6 + Ki + Ke): angles, translation, identity, expression."""
+    return torch.cat([params.angles, params.translation, params.identity, params.expression], 1)
 
 
 def _rotation_and_derivatives(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

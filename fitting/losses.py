@@ -1,26 +1,39 @@
-"""Loss functions of the fitting stages (functions; weights come from configs)."""
+"""Loss functions of the fitting stages (pure functions; weights come from the configs).
+
+Every function returns one value per face, (B,), so a batch's objective is
+a sum over faces and each face's gradient does not depend on the others.
+Inputs are checked at entry and a wrong shape raises ValueError naming the
+argument, what was expected and what arrived.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["photometric_loss", "landmark_loss", "gaussian_prior", "lighting_monochrome_loss", "high_pass"]
+__all__ = ["photometric_loss", "landmark_loss", "gaussian_prior", "lighting_monochrome_loss"]
+
+
+def _expect(condition: bool, name: str, expected: str, tensor: torch.Tensor) -> None:
+    if not condition:
+        raise ValueError(f"{name}: expected {expected}, got {tuple(tensor.shape)}")
 
 
 def photometric_loss(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Mean over masked pixels of the per-pixel colour distance.
 
     Args:
-        render, image: (B, 3, H, W).
+        render, image: (B, C, H, W).
         mask: (B, 1, H, W) weights in [0, 1].
+        eps: keeps the square root differentiable at a perfect match.
 
     Returns:
         (B,) ``sum(mask * sqrt(eps + |render - image|^2)) / max(sum(mask), 1)``.
     """
-    if render.shape != image.shape or mask.shape[1] != 1:
-        raise ValueError(f"photometric_loss: got render {tuple(render.shape)}, image {tuple(image.shape)}, "
-                         f"mask {tuple(mask.shape)}")
+    _expect(render.ndim == 4, "render", "(B, C, H, W)", render)
+    _expect(image.shape == render.shape, "image", f"the render's shape {tuple(render.shape)}", image)
+    _expect(mask.ndim == 4 and mask.shape[1] == 1 and mask.shape[0] == render.shape[0]
+            and mask.shape[2:] == render.shape[2:], "mask", f"({render.shape[0]}, 1, {render.shape[2]}, "
+            f"{render.shape[3]})", mask)
     distance = torch.sqrt(eps + ((render - image) ** 2).sum(1, keepdim=True))
     return (distance * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
 
@@ -30,36 +43,31 @@ def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.
 
     Args:
         predicted, target: (B, L, 2) pixels.
-        weights: (L,).
+        weights: (L,) non-negative, not all zero.
+        scale: the length unit in pixels (the image size).
 
     Returns:
-        (B,).
+        (B,) ``sum_l w_l |p_l - t_l|^2 / scale^2 / sum_l w_l``.
     """
+    _expect(predicted.ndim == 3 and predicted.shape[-1] == 2, "predicted", "(B, L, 2)", predicted)
+    _expect(target.shape == predicted.shape, "target", f"the prediction's shape {tuple(predicted.shape)}", target)
+    _expect(weights.shape == predicted.shape[1:2], "weights", f"({predicted.shape[1]},)", weights)
     distance2 = ((predicted - target) ** 2).sum(-1) / scale**2
     return (distance2 * weights).sum(-1) / weights.sum()
 
 
 def gaussian_prior(coeffs: torch.Tensor) -> torch.Tensor:
-    """Negative log of a N(0, 1) prior up to a constant: ``sum(c^2) / 2`` per row (B,)."""
+    """Negative log of a N(0, I) prior up to a constant: ``sum(c^2) / 2`` per row of (B, K) -> (B,)."""
+    _expect(coeffs.ndim == 2, "coeffs", "(B, K)", coeffs)
     return 0.5 * (coeffs**2).sum(-1)
 
 
 def lighting_monochrome_loss(gamma: torch.Tensor) -> torch.Tensor:
-    """Squared deviation of each channel's SH coefficients from their mean over
-    RGB (B,), as the reference's ``reg_gamma``: white light unless the photo
-    says otherwise, so colour casts go to the albedo only when needed."""
+    """Squared deviation of each channel's SH coefficients from their mean over RGB, (B, 27) -> (B,).
+
+    The reference's ``reg_gamma``: white light unless the photo says
+    otherwise, so colour casts go to the albedo only when needed.
+    """
+    _expect(gamma.ndim == 2 and gamma.shape[1] == 27, "gamma", "(B, 27)", gamma)
     g = gamma.view(-1, 3, 9)
     return ((g - g.mean(1, keepdim=True)) ** 2).flatten(1).mean(1)
-
-
-def high_pass(image: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
-    """Image minus its Gaussian blur (B, C, H, W): the fine-detail band."""
-    radius = max(1, int(3 * sigma + 0.5))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    C = image.shape[1]
-    padded = F.pad(image, (radius, radius, radius, radius), mode="reflect")
-    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-    blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
-    return image - blurred

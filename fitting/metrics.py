@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from skimage.metrics import structural_similarity
 
-from .losses import high_pass
+from models.filters import gaussian_high_pass
 
 __all__ = ["masked_psnr", "masked_ssim", "high_frequency_psnr"]
 
@@ -24,7 +24,7 @@ def masked_psnr(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -
 
 def high_frequency_psnr(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, sigma: float = 1.5):
     """PSNR (B,) of the high-pass images (image minus Gaussian blur), peak 1, inside the mask."""
-    return masked_psnr(high_pass(render, sigma), high_pass(image, sigma), mask)
+    return masked_psnr(gaussian_high_pass(render, sigma), gaussian_high_pass(image, sigma), mask)
 
 
 def masked_ssim(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from assets.checkpoints import OFFICIAL_CHECKPOINTS, official_path
 from models.networks.arcface import ArcFaceEmbedder, arcface_alignment, load_arcface
 from models.networks.deep3d import Deep3DRegressor, load_deep3d, split_coefficients
 from models.networks.vgg_perceptual import VGGPerceptual, load_vgg16
-from utils.assets.checkpoints import OFFICIAL_CHECKPOINTS, official_path
 from utils.errors import FileFormatError, MissingAssetError
 
 from .params import FaceParams

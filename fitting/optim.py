@@ -13,36 +13,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from utils.errors import ToolkitError
 
-__all__ = ["OptimConfig", "OptimizationError", "minimize", "cosine_rampdown"]
+from .config import OptimConfig
+
+__all__ = ["OptimizationError", "minimize", "cosine_rampdown"]
 
 logger = logging.getLogger("uvapm.fitting")
 
 
 class OptimizationError(ToolkitError):
     """The optimisation diverged and could not recover."""
-
-
-@dataclass
-class OptimConfig:
-    """Settings of one optimisation run.
-
-    Attributes:
-        steps: number of Adam steps.
-        rampdown: fraction of the run over which the learning rate decays to 0
-            at the end (cosine; 0 keeps it constant).
-        max_recoveries: non-finite events tolerated (each restores the last
-            good state and halves the learning rate).
-    """
-
-    steps: int = 100
-    rampdown: float = 0.25
-    max_recoveries: int = 5
 
 
 def cosine_rampdown(step: int, total: int, rampdown: float) -> float:

@@ -46,7 +46,9 @@ from utils.image_io import write_image
 from utils.mesh_io import write_mtl, write_obj
 from utils.plots import line_chart
 
-from .pipeline import FaceInput, FaceResult
+from .config import OutputConfig
+from .preprocess.alignment import opencv_affine
+from .structures import FaceResult
 
 __all__ = ["FINAL_OUTPUT", "write_face_outputs", "write_mesh"]
 
@@ -98,17 +100,18 @@ def _loss_chart(histories: dict) -> np.ndarray:
     return np.concatenate(charts, 0)
 
 
-def _summary(face: FaceInput, result: FaceResult, uv: torch.Tensor) -> np.ndarray:
-    crop = face.record["image"][0]
+def _summary(result: FaceResult, uv: torch.Tensor) -> np.ndarray:
+    face = result.face
+    crop = face.image[0]
     size = crop.shape[-1]
     panels = [_image(crop)]
     marked = (_image(crop) * 255).astype(np.uint8).copy()
-    for points, colour in ((face.record["landmarks"][0], (40, 90, 255)), (result.landmarks, (255, 40, 40))):
+    for points, colour in ((face.landmarks[0], (40, 90, 255)), (result.landmarks, (255, 40, 40))):
         for x, y in points.numpy():
             cv2.circle(marked, (int(round((x - 0.5) * 16)), int(round((y - 0.5) * 16))), 2 * 16, colour, -1,
                        cv2.LINE_AA, 4)
     panels.append(marked / 255.0)
-    skin = face.record["skin_mask"][0, 0].numpy()[..., None]
+    skin = face.skin_mask[0, 0].numpy()[..., None]
     panels.append(_image(crop) * (0.35 + 0.65 * skin) + np.array([0.0, 0.25, 0.0]) * skin)
     for stage in ("stage1", "stage2", "stage3"):
         panels.append(_image(result.renders[stage]) if stage in result.renders else np.full((size, size, 3), 0.85))
@@ -116,17 +119,15 @@ def _summary(face: FaceInput, result: FaceResult, uv: torch.Tensor) -> np.ndarra
     return np.concatenate([np.clip(p, 0, 1) for p in panels], 1)
 
 
-def _render_on_photo(face: FaceInput, result: FaceResult) -> np.ndarray:
-    render = _image(result.renders[max(result.renders)])
+def _render_on_photo(result: FaceResult) -> np.ndarray:
+    """The last stage's render composited on the photo (on the crop without a photo)."""
+    render = _image(result.renders[result.final_stage])
     mask = result.render_mask[0].numpy()
-    if face.photo is None:
+    if result.photo is None:
         return render
-    photo = face.photo.astype(np.float32) / 255.0
+    photo = result.photo.astype(np.float32) / 255.0
     height, width = photo.shape[:2]
-    inverse = face.record["inverse_transform"][0].double().numpy()
-    # crop -> photo; OpenCV samples at integer pixel centres, ours are at +0.5.
-    shift = inverse[:, :2] @ [0.5, 0.5] + inverse[:, 2] - 0.5
-    matrix = np.concatenate([inverse[:, :2], shift[:, None]], 1)
+    matrix = opencv_affine(result.face.inverse_transform[0].double().numpy())  # crop -> photo
     warped = cv2.warpAffine(render.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR)
     alpha = cv2.warpAffine(mask.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR)[..., None]
     return photo * (1 - alpha) + warped * alpha
@@ -141,20 +142,21 @@ def _params_json(result: FaceResult, face_model: FaceModel) -> dict:
     return out
 
 
-def write_face_outputs(folder: Path, face: FaceInput, result: FaceResult, face_model: FaceModel, uv_1024: bool,
-                       glb: bool, log_lines: list[str], run_info: dict) -> None:
+def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, outputs: OutputConfig,
+                       log_lines: list[str], run_info: dict) -> None:
     """Write every output of one face into ``folder`` (``metrics.json`` last)."""
     folder.mkdir(parents=True, exist_ok=True)
-    uv = next(m for m in (result.uv_final, result.uv_coarse, result.uv_texture) if m is not None)
+    maps = result.albedo_maps
+    uv = maps.get("stage3", maps.get("stage2", result.uv_texture))
     if uv.shape[-1] < result.uv_texture.shape[-1]:
         uv = F.interpolate(uv[None], size=result.uv_texture.shape[-1], mode="bilinear", align_corners=False)[0]
     layout = {"uv_layout_id": face_model.uv_layout_id, "face_model": face_model.name}
     write_image(folder / "uv_albedo.png", _image(uv), text=layout)
-    if uv_1024:
+    if outputs.uv_1024:
         write_image(folder / "uv_albedo_1024.png",
                     _image(F.interpolate(uv[None], size=1024, mode="bicubic", align_corners=False)[0]), text=layout)
-    if result.uv_coarse is not None:
-        write_image(folder / "uv_albedo_coarse.png", _image(result.uv_coarse), text=layout)
+    if "stage2" in maps:
+        write_image(folder / "uv_albedo_coarse.png", _image(maps["stage2"]), text=layout)
     write_image(folder / "uv_unwrapped.png", _image(result.uv_texture), text=layout)
     write_image(folder / "uv_confidence.png", _image(result.uv_confidence), text=layout)
 
@@ -166,21 +168,21 @@ def write_face_outputs(folder: Path, face: FaceInput, result: FaceResult, face_m
     skin = uv[:, confident].median(1).values if confident.any() else uv.flatten(1).median(1).values
     write_mesh(folder / "mesh.obj", expressive, face_model, "mesh.mtl", skin.tolist())
     write_mesh(folder / "mesh_neutral.obj", neutral, face_model, "mesh.mtl", skin.tolist())
-    if glb:
+    if outputs.glb:
         _glb(folder / "mesh.obj", folder / "mesh.glb")
 
     save_torch(folder / "coeffs.pt", {**{k: v.cpu() for k, v in p.to_dict().items()},
                                       "landmarks": result.landmarks, "face_model": face_model.name})
     write_json(folder / "coeffs.json", _params_json(result, face_model))
-    write_image(folder / "render.png", _render_on_photo(face, result))
-    write_image(folder / "summary.png", _summary(face, result, uv))
+    write_image(folder / "render.png", _render_on_photo(result))
+    write_image(folder / "summary.png", _summary(result, uv))
     write_image(folder / "loss.png", _loss_chart(result.histories))
     write_text(folder / "log.txt", "\n".join(log_lines) + "\n")
     metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else round(v, 5))
                for k, v in result.metrics.items()}
     write_json(folder / FINAL_OUTPUT, {
-        "name": face.name,
-        "source": face.record["info"].get("source", ""),
+        "name": result.name,
+        "source": result.face.info.source,
         **metrics,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         **run_info,

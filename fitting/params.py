@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from models.face_model import FaceModel, FaceModelOutput
 from models.face_ops import euler_angles_to_matrix
 
 __all__ = ["FaceParams"]
@@ -46,6 +47,10 @@ class FaceParams:
     def rotation(self) -> torch.Tensor:
         """(B, 3, 3) rotation matrices."""
         return euler_angles_to_matrix(self.angles)
+
+    def posed(self, face_model: FaceModel) -> FaceModelOutput:
+        """The face model with these identity, expression and pose: vertices (B, V, 3) in world space."""
+        return face_model(self.identity, self.expression, self.rotation, self.translation)
 
     def detach(self) -> FaceParams:
         return self.map(lambda t: t.detach().clone())

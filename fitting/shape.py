@@ -11,86 +11,26 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from models.camera import PinholeCamera
 from models.face_model import FaceModel
-from models.renderer import Renderer, RenderSettings
-from models.shading import AMBIENT_OFFSET, sh_shading
+from models.renderer import Renderer
+from models.shading import AMBIENT_SHADING, sh_ambient_offset, sh_shading
 
-from .landmark_fit import LandmarkFitConfig, LandmarkFitter, landmark_weights, normalized_landmark_error
+from .config import ShapeFitConfig
+from .landmark_fit import LandmarkFitter, landmark_weights, normalized_landmark_error
 from .losses import gaussian_prior, landmark_loss, lighting_monochrome_loss, photometric_loss
-from .optim import OptimConfig, minimize
+from .optim import minimize
 from .params import FaceParams
+from .progress import StepProgress
+from .structures import FaceBatch, FitState
 
-__all__ = ["PhotometricShapeConfig", "ShapeFitConfig", "ShapeFitter", "ShapeFitResult", "fit_mask", "skin_colour",
-           "normalize_light_scale"]
-
-logger = logging.getLogger("uvapm.fitting.shape")
-
-
-@dataclass
-class PhotometricShapeConfig:
-    """Photometric refinement of shape, pose and lighting.
-
-    Attributes:
-        optim: steps and schedule.
-        lr_identity, lr_expression, lr_angles, lr_gamma, lr_proxy: Adam learning rates
-            (coefficient units, radians, SH units, albedo units).
-        lr_translation_m: translation learning rate in metres (converted to model units).
-        proxy_resolution: side of the UV albedo proxy.
-        w_photo, w_landmark, w_identity, w_expression, w_gamma_mono: loss weights. The
-            landmark term is the weighted mean squared distance in units of the image size.
-    """
-
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=60, rampdown=0.3))
-    lr_identity: float = 0.03
-    lr_expression: float = 0.01
-    lr_angles: float = 0.003
-    lr_translation_m: float = 0.0005
-    lr_gamma: float = 0.01
-    lr_proxy: float = 0.02
-    proxy_resolution: int = 8
-    w_photo: float = 1.0
-    w_landmark: float = 200.0
-    w_identity: float = 2e-4
-    w_expression: float = 1e-3
-    w_gamma_mono: float = 1.0
-
-
-@dataclass
-class ShapeFitConfig:
-    """Stage-1 settings: the landmark fit, then the photometric refinement (``refine.optim.steps = 0`` skips it)."""
-
-    landmarks: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
-    refine: PhotometricShapeConfig = field(default_factory=PhotometricShapeConfig)
-    render: RenderSettings = field(default_factory=RenderSettings)
-
-
-@dataclass
-class ShapeFitResult:
-    """Stage-1 result for a batch.
-
-    Attributes:
-        params: fitted parameters (identity, expression, pose, lighting).
-        landmarks: (B, 68, 2) fitted landmark positions (jaw on the silhouette).
-        landmark_error: (B,) normalised landmark error (by the outer-eye-corner distance).
-        landmark_error_initial: (B,) the same after the landmark fit alone.
-        albedo_proxy: (B, 3, r, r) the low-resolution UV albedo of the refinement.
-        history: per-step loss terms of the refinement.
-    """
-
-    params: FaceParams
-    landmarks: torch.Tensor
-    landmark_error: torch.Tensor
-    landmark_error_initial: torch.Tensor
-    albedo_proxy: torch.Tensor
-    history: list
-
+__all__ = ["ShapeFitter", "fit_mask", "skin_colour", "normalize_light_scale"]
 
 def normalize_light_scale(gamma: torch.Tensor, normals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fix the albedo/light scale ambiguity: rescale the light so that the mean shading over the visible face,
@@ -113,8 +53,7 @@ def normalize_light_scale(gamma: torch.Tensor, normals: torch.Tensor) -> tuple[t
     weight = normals[..., 2].clamp_min(0)  # facing the camera (+z)
     shading = sh_shading(normals, gamma).mean(-1)  # (B, V)
     scale = ((shading * weight).sum(1) / weight.sum(1).clamp_min(1e-6)).clamp_min(1e-3)
-    offset = torch.zeros(27, dtype=gamma.dtype, device=gamma.device)
-    offset[::9] = AMBIENT_OFFSET
+    offset = sh_ambient_offset(gamma.dtype, gamma.device)
     return (gamma + offset) / scale[:, None] - offset, scale
 
 
@@ -134,68 +73,59 @@ def skin_colour(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ShapeFitter:
-    """Stage 1 for a batch of aligned 224x224 faces.
+    """Stage 1 for a batch of aligned 224x224 faces (a :class:`~fitting.structures.Stage`).
 
     Args:
         face_model: the face model.
         config: stage settings.
+        initialiser: optional ``image (B, 3, 224, 224) -> FaceParams`` giving the
+            landmark fit its start (the Deep3D regressor for HiFi3D++ and BFM).
         image_size: side of the aligned crops (224 for the reference camera).
     """
 
-    def __init__(self, face_model: FaceModel, config: ShapeFitConfig | None = None, image_size: int = 224):
+    name = "stage1"
+
+    def __init__(self, face_model: FaceModel, config: ShapeFitConfig | None = None,
+                 initialiser: Callable[[torch.Tensor], FaceParams] | None = None, image_size: int = 224):
         self.model = face_model
         self.config = config or ShapeFitConfig()
+        self.initialiser = initialiser
         self.camera = PinholeCamera(face_model.camera_distance, image_size)
         self.landmark_fitter = LandmarkFitter(face_model, self.camera, self.config.landmarks)
         self.renderer = Renderer.for_face_model(face_model, self.camera, self.config.render)
+        self.progress = StepProgress()
 
-    def fit(
-        self,
-        image: torch.Tensor,
-        landmarks: torch.Tensor,
-        skin_mask: torch.Tensor,
-        parse_mask: torch.Tensor | None = None,
-        init: FaceParams | None = None,
-    ) -> ShapeFitResult:
-        """Fit a batch.
-
-        Args:
-            image: (B, 3, S, S) aligned photos in [0, 1].
-            landmarks: (B, 68, 2) detected landmarks in crop pixels.
-            skin_mask, parse_mask: (B, 1, S, S) masks in [0, 1].
-            init: optional starting parameters (e.g. from a regressor).
-        """
+    def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
+        """Fit pose, identity, expression and lighting; sets ``params``, the fitted landmarks and their
+        errors, the ``stage1`` albedo proxy and the refinement's loss history."""
+        image, landmarks = batch.image, batch.landmarks
+        init = self.initialiser(image) if self.initialiser is not None else None
         params, log = self.landmark_fitter.fit(landmarks, init)
-        initial_error = log["error"]
         cfg = self.config.refine
         B = image.shape[0]
-        proxy = skin_colour(image, skin_mask)[:, :, None, None] / 0.709  # undo the ambient shading
+        proxy = skin_colour(image, batch.skin_mask)[:, :, None, None] / AMBIENT_SHADING  # undo the ambient shading
         proxy = proxy.expand(B, 3, cfg.proxy_resolution, cfg.proxy_resolution).clone()
         history: list = []
         if cfg.optim.steps > 0:
-            params, proxy, history = self._refine(params, proxy, image, landmarks, skin_mask, parse_mask,
-                                                  log["index"])
+            params, proxy, history = self._refine(params, proxy, batch, log["index"])
         with torch.no_grad():
-            vertices = self.model(params.identity, params.expression, params.rotation, params.translation).vertices
-            normals = self.model.vertex_normals(vertices)[:, self.model.face_vertex_mask]
+            normals = self.model.vertex_normals(params.posed(self.model).vertices)[:, self.model.face_vertex_mask]
         params.gamma, scale = normalize_light_scale(params.gamma, normals)
         proxy = proxy * scale[:, None, None, None]
-        index = self.landmark_fitter._select_contour(
-            torch.cat([params.angles, params.translation, params.identity, params.expression], 1)
-        )
-        fitted = self.landmark_fitter._project(params, index)
-        return ShapeFitResult(
+        fitted = self.landmark_fitter.project(params, self.landmark_fitter.select_contour(params))
+        return state.updated(
             params=params,
             landmarks=fitted,
             landmark_error=normalized_landmark_error(fitted, landmarks),
-            landmark_error_initial=initial_error,
-            albedo_proxy=proxy,
-            history=history,
+            landmark_error_initial=log["error"],
+            albedo_maps={self.name: F.interpolate(proxy, size=64, mode="bilinear", align_corners=False)},
+            histories={self.name: history},
         )
 
-    def _refine(self, params, proxy, image, landmarks, skin_mask, parse_mask, index):
+    def _refine(self, params: FaceParams, proxy: torch.Tensor, batch: FaceBatch, index: torch.Tensor):
         cfg = self.config.refine
         model = self.model
+        image, landmarks, skin_mask, parse_mask = batch.image, batch.landmarks, batch.skin_mask, batch.parse_mask
         p = params.detach()
         tensors = {
             "identity": (p.identity.requires_grad_(), cfg.lr_identity),
@@ -210,7 +140,7 @@ class ShapeFitter:
         lower, upper = model.exp_bounds
 
         def closure():
-            out = model(p.identity, p.expression.clamp(lower, upper), p.rotation, p.translation)
+            out = replace(p, expression=p.expression.clamp(lower, upper)).posed(model)
             albedo = F.interpolate(proxy, size=64, mode="bilinear", align_corners=False)
             render = self.renderer(out.vertices, albedo, p.gamma, normals=model.vertex_normals(out.vertices))
             mask = fit_mask(render.mask, skin_mask, parse_mask)
@@ -223,7 +153,7 @@ class ShapeFitter:
                 "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(p.gamma),
             }
 
-        history = minimize(tensors, closure, cfg.optim)
+        history = minimize(tensors, closure, cfg.optim, self.progress.track(self.name, cfg.optim.steps))
         with torch.no_grad():
             p.expression.clamp_(lower, upper)
         return p.detach(), proxy.detach(), history

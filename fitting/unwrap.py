@@ -23,38 +23,17 @@ import torch
 import torch.nn.functional as F
 
 from models.camera import PinholeCamera
+from models.config import RenderSettings
 from models.face_model import FaceModel
-from models.renderer import Renderer, RenderSettings
+from models.renderer import Renderer
 from models.shading import sh_shading
 from models.uv_layout import UVLayout
 
+from .config import UnwrapConfig
 from .params import FaceParams
+from .structures import FaceBatch, FitState
 
-__all__ = ["UnwrapConfig", "UnwrapResult", "unwrap_texture", "push_pull_fill", "sample_image"]
-
-
-@dataclass
-class UnwrapConfig:
-    """Unwrapping settings.
-
-    Attributes:
-        resolution: UV map side (512 default).
-        facing_min, facing_full: cosine between normal and view direction at
-            which confidence starts to rise from 0, and reaches 1.
-        depth_tolerance_m: a texel is visible when it is at most this far (in
-            metres) behind the rendered surface.
-        min_shading: shading below this is clamped before dividing (keeps
-            self-shadowed texels from exploding).
-        mirror_weight: confidence given to a texel filled from its mirror, as
-            a fraction of the mirror's own confidence.
-    """
-
-    resolution: int = 512
-    facing_min: float = 0.15
-    facing_full: float = 0.6
-    depth_tolerance_m: float = 0.004
-    min_shading: float = 0.08
-    mirror_weight: float = 0.8
+__all__ = ["UnwrapResult", "Unwrapper", "unwrap_texture", "push_pull_fill", "sample_image"]
 
 
 @dataclass
@@ -133,7 +112,7 @@ def unwrap_texture(
     B, S = image.shape[0], image.shape[-1]
     camera = PinholeCamera(face_model.camera_distance, S)
     with torch.no_grad():
-        out = face_model(params.identity, params.expression, params.rotation, params.translation)
+        out = params.posed(face_model)
         normals = face_model.vertex_normals(out.vertices)
         positions = layout.to_uv(out.vertices)  # (B, 3, R, R)
         texel_normals = F.normalize(layout.to_uv(normals), dim=1, eps=1e-12)
@@ -169,3 +148,27 @@ def unwrap_texture(
         filled = push_pull_fill(blended, weight.clamp(0, 1))
         coverage = (confidence * layout.mask).flatten(1).sum(1) / layout.mask.sum()
     return UnwrapResult(texture, confidence, filled, weight * layout.mask, coverage)
+
+
+class Unwrapper:
+    """Unwrapping as a pipeline stage (:class:`~fitting.structures.Stage`): the batch's detail-resolution
+    photo (``batch.detail_image``) unwrapped with the stage-1 shape and light into ``state.unwrapped``.
+
+    Args:
+        face_model: the face model.
+        config: thresholds and the UV resolution.
+    """
+
+    name = "unwrap"
+
+    def __init__(self, face_model: FaceModel, config: UnwrapConfig | None = None):
+        self.model = face_model
+        self.config = config or UnwrapConfig()
+        device = face_model.mean_shape.device
+        self.layout = UVLayout(face_model.cpu(), self.config.resolution).to(device)
+        face_model.to(device)
+
+    def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
+        unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, batch.skin_mask, self.layout,
+                                   self.config)
+        return state.updated(unwrapped=unwrapped)

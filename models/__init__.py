@@ -19,8 +19,14 @@ Conventions, stated once for the whole toolkit:
 * **UV**: coordinates in [0, 1] with v up (OBJ); a UV map is an image
   (B, 3, R, R) whose row 0 is v = 1. Sampling uses ``align_corners=False``.
 * **Images**: (B, 3, H, W) float32 RGB in [0, 1]; masks (B, 1, H, W).
+
+Configuration dataclasses of the model side (renderer, detail generator
+and its training, UV albedo model build) live in :mod:`models.config`, which
+imports no torch, so commands can print ``--help`` without loading it.
 """
 
-from .face_model import FaceModel, FaceModelOutput
+from utils.lazy import lazy_exports
 
+# Lazy, so that ``import models.config`` does not pay for importing torch.
 __all__ = ["FaceModel", "FaceModelOutput"]
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, ".face_model"))

@@ -1,7 +1,7 @@
 """The canonical face-model file: one ``.npz`` per model, loaded without pickle.
 
 Every face model (ICT-FaceKit, HiFi3D++, BFM) is converted once by
-``python -m utils.assets install ...`` into this format, so the rest of the
+``python -m assets install ...`` into this format, so the rest of the
 toolkit sees a single schema.
 
 ========================  ==============  =====================================================

@@ -13,15 +13,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .config import LIGHT_PRESETS
 from .shading import AMBIENT_OFFSET, sh_basis
 
-__all__ = ["LIGHT_PRESETS", "directional_sh", "light_preset", "sphere_normals"]
-
-#: name -> (ambient, [(direction (x right, y up, z to the camera), intensity), ...])
-LIGHT_PRESETS = {
-    "frontal": (0.35, [((0.0, 0.2, 1.0), 0.75)]),
-    "studio": (0.25, [((-0.6, 0.5, 0.8), 0.75), ((0.7, 0.1, 0.7), 0.3), ((0.0, 0.4, -1.0), 0.35)]),
-}
+__all__ = ["directional_sh", "light_preset", "sphere_normals"]
 
 
 def sphere_normals(count: int = 2000, hemisphere: bool = False) -> torch.Tensor:

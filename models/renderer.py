@@ -24,29 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .camera import PinholeCamera
+from .config import RenderSettings
 from .face_ops import vertex_normals
 from .rasterize import perspective_barycentrics, rasterize_faces
 from .shading import sh_shading
 
-__all__ = ["RenderSettings", "RenderOutput", "Renderer", "sample_uv_map"]
-
-
-@dataclass
-class RenderSettings:
-    """Renderer settings.
-
-    Attributes:
-        tiles: tiles per image side given to pytorch3d's rasteriser (speed
-            only; the result is the same for any value).
-        refresh_pixels: re-rasterise a batch item when one of its vertices moved
-            more than this many pixels since its cached rasterisation
-            (0 re-rasterises every call).
-        refresh_every: also re-rasterise the whole batch every N calls (0: never by count).
-    """
-
-    tiles: int = 8
-    refresh_pixels: float = 1.5
-    refresh_every: int = 0
+__all__ = ["RenderOutput", "Renderer", "sample_uv_map"]
 
 
 @dataclass

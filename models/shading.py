@@ -11,7 +11,7 @@ with a = [pi, 2pi/sqrt(3), 2pi/sqrt(8)] and c = [1/sqrt(4pi), sqrt(3)/sqrt(4pi),
 Lighting coefficients ``gamma`` are (B, 27), channel-major (R0..8, G0..8,
 B0..8), stored **without** the ambient offset: :data:`AMBIENT_OFFSET` (0.8) is
 added to band 0 of every channel when shading, so ``gamma = 0`` is a uniform
-white light of intensity 0.8 * 0.886 = 0.709.
+white light of intensity :data:`AMBIENT_SHADING` (0.8 * 0.886 = 0.709).
 """
 
 from __future__ import annotations
@@ -20,12 +20,22 @@ import math
 
 import torch
 
-__all__ = ["AMBIENT_OFFSET", "sh_basis", "sh_shading"]
+__all__ = ["AMBIENT_OFFSET", "AMBIENT_SHADING", "sh_basis", "sh_shading", "sh_ambient_offset"]
 
 AMBIENT_OFFSET = 0.8
 
 _A = (math.pi, 2 * math.pi / math.sqrt(3.0), 2 * math.pi / math.sqrt(8.0))
 _C = (1 / math.sqrt(4 * math.pi), math.sqrt(3.0) / math.sqrt(4 * math.pi), 3 * math.sqrt(5.0) / math.sqrt(12 * math.pi))
+
+#: The shading of every normal under ``gamma = 0``: the ambient offset times the band-0 basis value.
+AMBIENT_SHADING = AMBIENT_OFFSET * _A[0] * _C[0]
+
+
+def sh_ambient_offset(dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """(27,) the offset :func:`sh_shading` adds to ``gamma``: :data:`AMBIENT_OFFSET` on band 0 of each channel."""
+    offset = torch.zeros(27, dtype=dtype, device=device)
+    offset[::9] = AMBIENT_OFFSET
+    return offset
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
@@ -65,8 +75,6 @@ def sh_shading(normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, N, 3) shading, multiplied with the albedo to give the colour.
     """
-    offset = torch.zeros(9, dtype=gamma.dtype, device=gamma.device)
-    offset[0] = AMBIENT_OFFSET
-    coeffs = gamma.view(-1, 3, 9) + offset
+    coeffs = (gamma + sh_ambient_offset(gamma.dtype, gamma.device)).view(-1, 3, 9)
     # (B, N, 9) x (B, 3, 9) -> (B, N, 3)
     return torch.einsum("bnk,bck->bnc", sh_basis(normals), coeffs)

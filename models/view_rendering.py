@@ -18,13 +18,13 @@ from utils.errors import FileFormatError
 from utils.mesh_io import read_obj, triangulate
 
 from .camera import PinholeCamera
+from .config import SHADING_MODES, RenderSettings
 from .face_model import FaceModel
 from .face_ops import euler_angles_to_matrix, vertex_normals
-from .renderer import Renderer, RenderSettings
+from .renderer import Renderer
 
-__all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "render_views", "SHADING_MODES"]
+__all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "render_views", "contact_sheet"]
 
-SHADING_MODES = ("albedo", "lit", "normals")
 
 
 @dataclass

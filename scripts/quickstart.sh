@@ -24,7 +24,7 @@ if [ $# -ge 1 ]; then
 elif [ -f ../shared/assets/ict-facekit/ict_facexmodel.tar.xz ]; then
     source_arg=(--from ../shared/assets/ict-facekit/ict_facexmodel.tar.xz)
 fi
-.venv/bin/python -m utils.assets install ict "${source_arg[@]}"
+.venv/bin/python -m assets install ict "${source_arg[@]}"
 
 mkdir -p examples/astronaut
 .venv/bin/python -c "
@@ -34,3 +34,4 @@ write_image('examples/astronaut/astronaut.png', skimage.data.astronaut())
 "
 bash run_rgb_fitting.sh --input_dir examples/astronaut --output_dir examples/astronaut/outputs
 echo "done: open examples/astronaut/outputs/index.html; the textured mesh is examples/astronaut/outputs/astronaut/mesh.obj"
+echo "next: source .venv/bin/activate  (then the commands of README.md run as printed)"

@@ -38,16 +38,16 @@ def ict_archive() -> Path:
 @pytest.fixture(scope="session")
 def ict_npz(tmp_path_factory) -> Path:
     """Path of the canonical ICT model (installed, or converted for this session)."""
-    from utils.assets import face_model_path
+    from assets import face_model_path
 
     installed = face_model_path("ict")
     if installed.is_file():
         return installed
     if not ICT_ARCHIVE.is_file():
         pytest.skip(f"ICT model not installed and archive not found at {ICT_ARCHIVE}")
+    from assets import ict
+    from assets.sources import iter_files
     from models.face_model_format import save_face_model
-    from utils.assets import ict
-    from utils.assets.sources import iter_files
 
     files = ict.used_files(dict(iter_files(ICT_ARCHIVE, ict.wanted_member)), ICT_ARCHIVE)
     path = tmp_path_factory.mktemp("ict") / "ict.npz"

@@ -14,12 +14,12 @@ import pytest
 import scipy.io
 import torch
 
+from assets import ict
+from assets.matlab_models import convert_bfm, convert_hifi3dpp
+from assets.sources import iter_files
 from models import FaceModel
 from models.face_model_format import load_face_model
 from tests.conftest import REPO
-from utils.assets import ict
-from utils.assets.matlab_models import convert_bfm, convert_hifi3dpp
-from utils.assets.sources import iter_files
 from utils.errors import FileFormatError
 from utils.mesh_io import read_obj_vertices
 
@@ -168,7 +168,7 @@ def test_corrupt_archive_gives_clear_error_and_installs_nothing(ict_archive, tmp
     with pytest.raises(FileFormatError, match="truncated.tar.xz: corrupt or truncated archive"):
         dict(iter_files(truncated, ict.wanted_member))
     env = {"UVAPM_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "utils.assets", "install", "ict", "--from", str(truncated)],
+    proc = subprocess.run([sys.executable, "-m", "assets", "install", "ict", "--from", str(truncated)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "corrupt or truncated archive" in proc.stderr and "Traceback" not in proc.stderr
@@ -189,7 +189,7 @@ def test_modified_files_fail_the_checksum(ict_archive, tmp_path):
     lines[first_vertex] = b"v 0.5 0.5 0.5"
     (folder / "identity007.obj").write_bytes(b"\n".join(lines))
     env = {"UVAPM_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "utils.assets", "install", "ict", "--from", str(folder)],
+    proc = subprocess.run([sys.executable, "-m", "assets", "install", "ict", "--from", str(folder)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "do not match the expected release" in proc.stderr
 
@@ -197,7 +197,7 @@ def test_modified_files_fail_the_checksum(ict_archive, tmp_path):
 def test_offline_install_without_source_explains_and_exits_2(tmp_path):
     env = {"UVAPM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "utils.assets", "install", "ict", "--from", "http://127.0.0.1:9/ict.zip"],
+        [sys.executable, "-m", "assets", "install", "ict", "--from", "http://127.0.0.1:9/ict.zip"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
@@ -211,7 +211,7 @@ def test_list_and_check_report_models_and_checkpoints(ict_npz, tmp_path):
         (tmp_path / "face_models" / "ict.npz").symlink_to(ict_npz)
         home = tmp_path
     env = {"UVAPM_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "utils.assets", "check", "--checkpoints_dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "assets", "check", "--checkpoints_dir", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "V=9409 face vertices" in proc.stdout and "100 identity and 53 expression modes, 68 landmarks" in proc.stdout

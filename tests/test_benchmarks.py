@@ -25,9 +25,9 @@ from benchmarks.synthetic_gt import (
     score,
     uv_masks,
 )
-from fitting.synthetic import make_synthetic_faces, smooth_albedo_map
 from models.shading import AMBIENT_OFFSET
 from models.uv_layout import UVLayout
+from testing.synthetic import make_synthetic_faces, smooth_albedo_map
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,7 @@ def test_wrong_estimates_score_badly(ict_model, synthetic_truth):
     assert (swapped["ssim_visible"] < 0.8).all()
 
 
+@pytest.mark.slow
 def test_masks_follow_the_pose(ict_model):
     """A frontal face shows both sides alike; turned by 45 degrees, it shows one side and hides the other."""
     layout = UVLayout(ict_model, 32)
@@ -128,6 +129,7 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+@pytest.mark.slow
 def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
     assert synthetic_gt.main(["--quick", "-q", "--backgrounds", str(faces_dir / "multi")]) == 0
     rows = _rows(results_dir, "synthetic_gt_quick")
@@ -145,6 +147,7 @@ def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
     assert len(per_face) == 3 * len(synthetic_gt.METHODS)
 
 
+@pytest.mark.slow
 def test_real_photos_quick(results_dir, faces_dir, tmp_path):
     out = tmp_path / "real"
     assert real_photos.main(["--quick", "-q", "--input_dir", str(faces_dir / "single"), "--output_dir", str(out)]) == 0
@@ -159,6 +162,7 @@ def test_real_photos_quick(results_dir, faces_dir, tmp_path):
     assert all((out / "fit" / r["photo"].rsplit(".", 1)[0] / "render.png").is_file() for r in per_photo)
 
 
+@pytest.mark.slow
 def test_speed_quick(results_dir, faces_dir):
     assert speed.main(["--quick", "-q", "--input_dir", str(faces_dir / "single")]) == 0
     rows = _rows(results_dir, "speed_quick")

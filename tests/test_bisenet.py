@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from fitting.masks import FaceParser, parsing_masks
+from fitting.preprocess.masks import FaceParser, parsing_masks
 from models.networks.bisenet import BISENET_CLASSES, BiSeNet, load_bisenet
 from utils.errors import FileFormatError
 

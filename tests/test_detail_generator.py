@@ -9,29 +9,28 @@ import numpy as np
 import pytest
 import torch
 
+from models.colour import hsv_to_rgb, rgb_to_hsv
+from models.config import DetailGeneratorConfig
 from models.detail_generator import (
     FORMAT_VERSION,
-    DetailGeneratorConfig,
+    DetailGenerator,
     DetailVAE,
     PaperDetailVAE,
     combine_detail,
     combine_detail_hsv_reference,
     detail_generator_checkpoint,
     extract_detail,
-    high_pass,
-    hsv_to_rgb,
     kl_divergence,
     load_detail_checkpoint,
     load_detail_generator,
-    low_pass,
     reparameterize,
-    rgb_to_hsv,
     save_detail_generator,
 )
+from models.filters import area_high_pass, area_low_pass
 from utils.config import ConfigError
 from utils.errors import FileFormatError
 
-TINY = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=8, base_channels=4, max_channels=16,
+TINY = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=8, latent_grid=1, base_channels=4, max_channels=16,
                              low_pass_resolution=16)
 
 
@@ -56,16 +55,16 @@ def _randomise_head(model: DetailVAE) -> DetailVAE:
 
 def test_low_pass_keeps_constants_and_removes_the_finest_checkerboard():
     constant = torch.full((1, 3, 32, 32), 0.4)
-    torch.testing.assert_close(low_pass(constant, 16), constant)
-    assert high_pass(constant, 16).abs().max() < 1e-6
+    torch.testing.assert_close(area_low_pass(constant, 16), constant)
+    assert area_high_pass(constant, 16).abs().max() < 1e-6
 
     rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     checker = ((rows + cols) % 2).float().view(1, 1, 32, 32)
     # every 2x2 area cell averages to 0.5, so the low-pass is flat and the detail is +-0.5
-    torch.testing.assert_close(low_pass(checker, 16), torch.full_like(checker, 0.5))
-    torch.testing.assert_close(high_pass(checker, 16), checker - 0.5)
+    torch.testing.assert_close(area_low_pass(checker, 16), torch.full_like(checker, 0.5))
+    torch.testing.assert_close(area_high_pass(checker, 16), checker - 0.5)
     with pytest.raises(ValueError, match="below the map size"):
-        low_pass(checker, 32)
+        area_low_pass(checker, 32)
 
 
 def test_luminance_detail_uses_bt601_weights():
@@ -243,7 +242,7 @@ def test_our_checkpoint_round_trip(tmp_path):
     raw = torch.load(tmp_path / "detail.pt", weights_only=True)
     assert raw["format_version"] == FORMAT_VERSION and raw["config"]["channels"] == 3
     loaded = load_detail_generator(tmp_path / "detail.pt")
-    assert isinstance(loaded, DetailVAE) and loaded.mode == "additive" and not loaded.training
+    assert isinstance(loaded, DetailVAE) and isinstance(loaded, DetailGenerator) and not loaded.training
     assert loaded.config == config
     z = torch.randn(2, 8)
     torch.testing.assert_close(loaded.decode(z), model.decode(z), rtol=0, atol=0)
@@ -290,7 +289,7 @@ def test_paper_layout_keys_and_shapes(paper_file):
 def test_paper_checkpoint_is_detected_and_reproduces_outputs(paper_file):
     model, path = paper_file
     loaded = load_detail_generator(path)
-    assert isinstance(loaded, PaperDetailVAE) and loaded.mode == "hsv_reference"
+    assert isinstance(loaded, PaperDetailVAE) and isinstance(loaded, DetailGenerator)
     assert loaded.out_size == 32 and loaded.latent_dim == 500 and not loaded.training
     z = torch.randn(2, 500)
     torch.testing.assert_close(loaded.decode(z), model.decode(z), rtol=0, atol=0)

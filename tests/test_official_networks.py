@@ -167,7 +167,7 @@ def test_split_coefficients_follows_the_reference_layout():
 
 
 def test_deep3d_missing_file_names_official_location(tmp_path):
-    with pytest.raises(MissingAssetError, match="deep3d_model/epoch_latest.pth"):
+    with pytest.raises(MissingAssetError, match="the Deep3D checkpoint is not installed"):
         load_deep3d(tmp_path / "nothing.pth")
 
 
@@ -324,6 +324,7 @@ def test_arcface_official_key_layout(arcface_reference):
     assert blocks == {"layer1": 3, "layer2": 4, "layer3": 14, "layer4": 3}
 
 
+@pytest.mark.slow
 def test_arcface_loads_plain_state_dict_and_matches(arcface_reference, arcface_checkpoint, photos):
     embedder = load_arcface(arcface_checkpoint, device="cpu")
     matrix = torch.tensor(REFERENCE_M).expand(2, 2, 3)
@@ -339,6 +340,7 @@ def test_arcface_loads_plain_state_dict_and_matches(arcface_reference, arcface_c
     assert (actual[0] * actual[1]).sum() < 0.999  # different photos, different embeddings
 
 
+@pytest.mark.slow
 def test_arcface_gradients_reach_images_and_landmarks(arcface_reference, photos):
     embedder = ArcFaceEmbedder(arcface_reference).eval()
     images = photos.clone().requires_grad_()
@@ -371,7 +373,7 @@ def test_arcface_layout_errors(arcface_reference, tmp_path):
     with pytest.raises(FileFormatError, match="non-tensor entries"):
         load_arcface(path)
 
-    with pytest.raises(MissingAssetError, match="arcface_model/ms1mv3_arcface_r50_fp16_backbone.pth"):
+    with pytest.raises(MissingAssetError, match="the ArcFace checkpoint is not installed"):
         load_arcface(tmp_path / "absent.pth")
 
 
@@ -439,7 +441,7 @@ def test_vgg_perceptual_wraps_the_torchscript(tmp_path, photos):
 
 
 def test_vgg_loader_errors(tmp_path):
-    with pytest.raises(MissingAssetError, match="vgg_model/vgg16.pt"):
+    with pytest.raises(MissingAssetError, match="the VGG16 checkpoint is not installed"):
         load_vgg16(tmp_path / "absent.pt")
 
     script = _save_script(_TinyLPIPS(), tmp_path / "full.pt")
@@ -464,6 +466,7 @@ def test_vgg_loader_errors(tmp_path):
         load_vgg16(_save_script(_WrongSignature(), tmp_path / "wrong.pt"))
 
 
+@pytest.mark.slow
 def test_deep3d_initialises_hifi3dpp_fits_only(tmp_path):
     """The optional-network loader uses Deep3D for HiFi3D++ only, and its output becomes FaceParams."""
     from fitting.networks import deep3d_initial_params, load_optional_networks

@@ -13,7 +13,8 @@ import pytest
 import scipy.io
 import torch
 
-from fitting.alignment import (
+from fitting.config import PreprocessConfig
+from fitting.preprocess.alignment import (
     ICT_TEMPLATE,
     alignment_transform,
     apply_affine,
@@ -22,18 +23,13 @@ from fitting.alignment import (
     load_reference_template,
     warp_to_crop,
 )
-from fitting.detection import FaceDetector
-from fitting.landmarks import LandmarkDetector, fan_weights_path
-from fitting.masks import landmark_regions
-from fitting.preprocess import (
-    PreprocessConfig,
-    PreprocessError,
-    Preprocessor,
-    load_processed,
-    main,
-    preprocess_folder,
-    save_processed,
-)
+from fitting.preprocess.command import main
+from fitting.preprocess.detection import FaceDetector
+from fitting.preprocess.folder import preprocess_folder
+from fitting.preprocess.landmarks import LandmarkDetector, fan_weights_path
+from fitting.preprocess.masks import landmark_regions
+from fitting.preprocess.preprocessor import PreprocessError, Preprocessor
+from fitting.structures import ProcessedFace
 from models.networks.bisenet import BiSeNet
 from utils.errors import FileFormatError, MissingAssetError
 from utils.image_io import read_image
@@ -67,7 +63,7 @@ def _config_args(tmp_path) -> list[str]:
 
 def test_landmarks_follow_ibug_order(processed):
     for name, (_, record) in processed.items():
-        for lm in (record["landmarks"][0].numpy(), record["landmarks_original"][0].numpy()):
+        for lm in (record.landmarks[0].numpy(), record.landmarks_original[0].numpy()):
             assert lm[36, 0] < lm[39, 0] < lm[42, 0] < lm[45, 0], name  # eye corners left to right in the image
             assert lm[0, 0] < lm[8, 0] < lm[16, 0], name
             assert lm[8, 1] >= lm[0:17, 1].max() - 2.0, name  # the chin is the lowest jaw point
@@ -78,28 +74,28 @@ def test_landmarks_follow_ibug_order(processed):
 
 def test_record_shapes_and_ranges(processed):
     for name, (image, record) in processed.items():
-        assert record["image"].shape == (1, 3, 224, 224) and record["image"].dtype == torch.float32
-        assert 0.0 <= record["image"].min() and record["image"].max() <= 1.0
+        assert record.image.shape == (1, 3, 224, 224) and record.image.dtype == torch.float32
+        assert 0.0 <= record.image.min() and record.image.max() <= 1.0
         for key in ("skin_mask", "parse_mask"):
-            mask = record[key]
+            mask = getattr(record, key)
             assert mask.shape == (1, 1, 224, 224) and 0.0 <= mask.min() and mask.max() <= 1.0, (name, key)
             assert mask.mean() > 0.1, (name, key)
-        assert record["original_size"].tolist() == list(image.shape[:2])
-        x0, y0, x1, y1 = record["face_box"][0].tolist()
-        lm = record["landmarks_original"][0].numpy()
+        assert record.original_size.tolist() == list(image.shape[:2])
+        x0, y0, x1, y1 = record.face_box[0].tolist()
+        lm = record.landmarks_original[0].numpy()
         # The landmarks lie around the detector box (mapped back from the downscaled copy for large photos).
         margin = 0.35 * (x1 - x0)
         assert (lm[:, 0] > x0 - margin).all() and (lm[:, 0] < x1 + margin).all(), name
         assert (lm[:, 1] > y0 - margin).all() and (lm[:, 1] < y1 + margin).all(), name
-        assert record["info"]["masks"] == "landmarks+skin-colour"
+        assert record.info.masks == "landmarks+skin-colour"
 
 
 def test_alignment_round_trip(processed):
     for name, (_, record) in processed.items():
-        transform = record["transform"][0].double().numpy()
-        inverse = record["inverse_transform"][0].double().numpy()
-        back = apply_affine(inverse, record["landmarks"][0].double().numpy())
-        np.testing.assert_allclose(back, record["landmarks_original"][0].numpy(), atol=0.5, err_msg=name)
+        transform = record.transform[0].double().numpy()
+        inverse = record.inverse_transform[0].double().numpy()
+        back = apply_affine(inverse, record.landmarks[0].double().numpy())
+        np.testing.assert_allclose(back, record.landmarks_original[0].numpy(), atol=0.5, err_msg=name)
         np.testing.assert_allclose(invert_affine(transform), inverse, rtol=1e-5, atol=1e-4)
 
 
@@ -144,9 +140,9 @@ def test_reference_template_from_mat(tmp_path):
 
 def test_skin_mask_excludes_eyes_brows_lips(processed):
     for name, (_, record) in processed.items():
-        lm = record["landmarks"][0].double().numpy()
-        skin = record["skin_mask"][0, 0].numpy()
-        parse = record["parse_mask"][0, 0].numpy()
+        lm = record.landmarks[0].double().numpy()
+        skin = record.skin_mask[0, 0].numpy()
+        parse = record.parse_mask[0, 0].numpy()
 
         def inside(points):
             region = np.zeros((224, 224), np.uint8)
@@ -189,8 +185,8 @@ def test_bad_inputs_fail_one_by_one_and_the_batch_continues(tmp_path, faces_dir,
 
     assert main(["--input_dir", str(photos), "--output_dir", str(out)] + _config_args(tmp_path)) == 1
 
-    record = load_processed(out / "good photo ñ 😀.pt")
-    assert record["info"]["source"].endswith("good photo ñ 😀.jpg")
+    record = ProcessedFace.load(out / "good photo ñ 😀.pt")
+    assert record.info.source.endswith("good photo ñ 😀.jpg")
     assert (out / "vis" / "good photo ñ 😀.png").is_file()
     assert read_image(out / "vis" / "good photo ñ 😀.png").shape == (224, 4 * 224, 3)
     lines = (out / "failures.tsv").read_text(encoding="utf-8").splitlines()
@@ -229,9 +225,10 @@ def test_skip_existing_and_overwrite(tmp_path, faces_dir, capsys):
     assert (out / "failures.tsv").read_text() == "file\treason\n"
     assert main(args + ["--overwrite"]) == 0
     assert target.stat().st_mtime_ns != 1_000_000_000
-    load_processed(target)
+    ProcessedFace.load(target)
 
 
+@pytest.mark.slow
 def test_all_faces_writes_one_file_per_face(tmp_path, faces_dir):
     photos = tmp_path / "group"
     photos.mkdir()
@@ -239,10 +236,10 @@ def test_all_faces_writes_one_file_per_face(tmp_path, faces_dir):
     config = PreprocessConfig(all_faces=True, masks="landmarks", checkpoints_dir=str(tmp_path / "none"))
     result = preprocess_folder(photos, tmp_path / "out", config, progress=False)
     assert result.failures == [] and result.faces == 2
-    first, second = (load_processed(tmp_path / "out" / f"two_face{k}.pt") for k in (0, 1))
-    area = [float((b[2] - b[0]) * (b[3] - b[1])) for b in (first["face_box"][0], second["face_box"][0])]
+    first, second = (ProcessedFace.load(tmp_path / "out" / f"two_face{k}.pt") for k in (0, 1))
+    area = [float((b[2] - b[0]) * (b[3] - b[1])) for b in (first.face_box[0], second.face_box[0])]
     assert area[0] >= area[1]
-    centres = [r["landmarks_original"][0].mean(0) for r in (first, second)]
+    centres = [r.landmarks_original[0].mean(0) for r in (first, second)]
     assert float(torch.dist(*centres)) > 0.5 * np.sqrt(area[1])  # two different faces
     assert sorted(p.name for p in (tmp_path / "out" / "vis").iterdir()) == ["two_face0.png", "two_face1.png"]
 
@@ -278,9 +275,10 @@ def test_parsing_masks_path_with_a_checkpoint(tmp_path, faces_dir):
     torch.save(BiSeNet().state_dict(), checkpoints / "parsing_model" / "79999_iter.pth")
     parser_config = PreprocessConfig(masks="auto", checkpoints_dir=str(checkpoints))
     (record,) = Preprocessor(parser_config)(read_image(faces_dir / "single" / "0003_d3dfr.jpg"))
-    assert record["info"]["masks"] == "bisenet"
+    assert record.info.masks == "bisenet"
     for key in ("skin_mask", "parse_mask"):
-        assert record[key].shape == (1, 1, 224, 224) and 0.0 <= record[key].min() and record[key].max() <= 1.0
+        mask = getattr(record, key)
+        assert mask.shape == (1, 1, 224, 224) and 0.0 <= mask.min() and mask.max() <= 1.0
 
 
 def test_cnn_detector_agrees_with_hog(faces_dir):
@@ -295,9 +293,10 @@ def test_cnn_detector_agrees_with_hog(faces_dir):
 
 
 def test_load_processed_rejects_wrong_files(tmp_path, processed):
-    _, record = processed[PHOTOS[0]]
-    save_processed(tmp_path / "good.pt", record)
-    assert load_processed(tmp_path / "good.pt")["info"]["format_version"] == "1"
+    _, face = processed[PHOTOS[0]]
+    face.save(tmp_path / "good.pt")
+    assert ProcessedFace.load(tmp_path / "good.pt").info.format_version == "1"
+    record = face.to_dict()
     cases = {
         "missing.pt": {k: v for k, v in record.items() if k != "skin_mask"},
         "shape.pt": dict(record, landmarks=torch.zeros(1, 5, 2)),
@@ -313,9 +312,10 @@ def test_load_processed_rejects_wrong_files(tmp_path, processed):
     for name, content in cases.items():
         torch.save(content, tmp_path / name)
         with pytest.raises(FileFormatError, match=messages[name]):
-            load_processed(tmp_path / name)
+            ProcessedFace.load(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_no_face_in_photos_without_faces():
     """Every detection pass, the last-resort low threshold included, stays silent on a cup, a cat and a rocket."""
     skimage_data = pytest.importorskip("skimage.data")
@@ -323,10 +323,3 @@ def test_no_face_in_photos_without_faces():
     for name in ("coffee", "chelsea", "rocket"):
         image = np.ascontiguousarray(getattr(skimage_data, name)()[..., :3])
         assert detector.detect(image) == [], name
-
-
-def test_yaml_config_mirrors_the_defaults():
-    from fitting.preprocess import DEFAULT_CONFIG
-    from utils.config import load_config
-
-    assert load_config(PreprocessConfig, DEFAULT_CONFIG) == PreprocessConfig()

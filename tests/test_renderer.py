@@ -20,9 +20,10 @@ from pytorch3d.renderer import (
 from pytorch3d.structures import Meshes
 
 from models.camera import PinholeCamera
+from models.config import RenderSettings
 from models.face_ops import euler_angles_to_matrix
 from models.rasterize import rasterize_faces
-from models.renderer import Renderer, RenderSettings
+from models.renderer import Renderer
 from models.shading import sh_shading
 
 SIZE = 128

@@ -2,7 +2,7 @@
 
 Small sizes keep it fast: 64x64 UV maps and detail crops, a few optimisation
 steps, a 4-component UVAPM built from synthetic maps and an untrained detail
-generator (:mod:`benchmarks.small_models`, shared with the benchmarks' quick
+generator (:mod:`testing.small_models`, shared with the benchmarks' quick
 runs). The pipeline, outputs, resume, failures and torchrun sharding are
 what is tested, not reconstruction quality (benchmarks measure that).
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from benchmarks.small_models import QUICK_OVERRIDES, write_small_models
 from fitting.run import main
+from testing.small_models import QUICK_OVERRIDES, write_small_models
 from tests.conftest import REPO
 from utils.image_io import read_image, write_image
 from utils.safe_load import load_torch
@@ -53,6 +54,7 @@ def _args(photo_dir: Path, out: Path, models: Path, *extra: str) -> list[str]:
             *extra]
 
 
+@pytest.mark.slow
 def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
     out = tmp_path / "out"
     assert main(_args(photo_dir, out, small_models)) == 0
@@ -64,7 +66,13 @@ def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
         for key in ("stage1_psnr", "stage2_psnr", "stage3_psnr", "stage3_ssim", "landmark_error"):
             assert np.isfinite(metrics[key]), key
         assert metrics["landmark_error"] < 0.06
-        assert set(metrics["seconds"]) == {"stage1", "unwrap", "stage2", "stage3"}
+        assert set(metrics["seconds"]) == {"stage1", "unwrap", "stage2", "stage3", "evaluate"}
+        # log.txt holds this face's own lines (stages with losses and times), not the other face's
+        log = (folder / "log.txt").read_text()
+        other = next(Path(p).stem for p in PHOTOS if p != photo)
+        for stage in ("stage1", "unwrap", "stage2", "stage3", "evaluate"):
+            assert f"{folder.name} {stage}: " in log, (stage, log)
+        assert "total loss at steps 1/" in log and other not in log
         assert metrics["networks"]["arcface"].startswith("skipped")
         assert read_image(folder / "uv_albedo.png").shape == (64, 64, 3)
         coeffs = load_torch(folder / "coeffs.pt")
@@ -79,6 +87,10 @@ def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
     for photo in PHOTOS:
         assert f'href="{Path(photo).stem}/summary.png"' in index
     assert (out / "failures.tsv").read_text() == "file\treason\n"
+    # the saved configuration is the one that ran, derived values filled in
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["preprocess"]["device"] == "cpu" and saved["preprocess"]["checkpoints_dir"] == "checkpoints"
+    assert saved["shape"]["refine"]["optim"]["steps"] == 4 and saved["overwrite"] is False
     # a second run skips the complete faces and rewrites none of their files
     def stamps():
         return {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.suffix in (".pt", ".png", ".obj", ".json")}
@@ -88,6 +100,7 @@ def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
     assert before == stamps()
 
 
+@pytest.mark.slow
 def test_mesh_opens_textured_in_trimesh(photo_dir, small_models, tmp_path):
     import trimesh
 
@@ -104,6 +117,7 @@ def test_mesh_opens_textured_in_trimesh(photo_dir, small_models, tmp_path):
     assert not (folder / "metrics.json").read_text().count("stage3_psnr")
 
 
+@pytest.mark.slow
 def test_bad_file_is_reported_and_the_rest_completes(photo_dir, small_models, tmp_path):
     (photo_dir / "broken.jpg").write_text("not an image")
     out = tmp_path / "out"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from fitting.landmark_fit import LandmarkFitConfig, LandmarkFitter, contour_candidates, landmark_weights
-from fitting.shape import ShapeFitConfig, ShapeFitter
-from fitting.synthetic import make_synthetic_faces, rigid_align, vertex_error_mm
+from fitting.config import LandmarkFitConfig, ShapeFitConfig
+from fitting.landmark_fit import LandmarkFitter, contour_candidates, landmark_weights
+from fitting.params import FaceParams
+from fitting.shape import ShapeFitter
+from fitting.structures import FaceBatch, FitState
 from models.camera import PinholeCamera
 from models.face_ops import euler_angles_to_matrix
+from testing.synthetic import make_synthetic_faces, rigid_align, vertex_error_mm
 
 
 def test_landmark_fit_recovers_pose_and_shape(ict_model):
@@ -18,7 +21,7 @@ def test_landmark_fit_recovers_pose_and_shape(ict_model):
     assert (log["error"] < 0.012).all(), log["error"]
     angle_error_deg = (params.angles - truth.params.angles).abs().max(1).values * 180 / torch.pi
     assert (angle_error_deg < 3.0).all(), angle_error_deg
-    fitted = ict_model(params.identity, params.expression, params.rotation, params.translation).vertices
+    fitted = params.posed(ict_model).vertices
     error = vertex_error_mm(ict_model, fitted, truth.vertices)
     mean_face = ict_model(rotation=truth.params.rotation, translation=truth.params.translation).vertices
     baseline = vertex_error_mm(ict_model, mean_face, truth.vertices)
@@ -29,17 +32,17 @@ def test_landmark_fit_recovers_pose_and_shape(ict_model):
 def test_sliding_contour_follows_the_silhouette(ict_model):
     """Turning the head moves the far-side jaw landmarks to the silhouette; the near side keeps its vertices."""
     fitter = LandmarkFitter(ict_model, PinholeCamera(ict_model.camera_distance))
-    theta = torch.zeros(1, 6 + 153)
-    frontal = fitter._select_contour(theta)[0]
+    params = FaceParams.zeros(1, ict_model.num_identity, ict_model.num_expression)
+    frontal = fitter.select_contour(params)[0]
     assert (frontal[:17] == ict_model.landmark_indices[:17]).sum() >= 15
     for yaw_deg, far_side in ((40, range(9, 17)), (-40, range(0, 8))):
-        theta[0, 1] = yaw_deg * torch.pi / 180  # +yaw turns the image-right side (landmarks 9..16) away
-        turned = fitter._select_contour(theta)[0]
+        params.angles[0, 1] = yaw_deg * torch.pi / 180  # +yaw turns the image-right side (landmarks 9..16) away
+        turned = fitter.select_contour(params)[0]
         moved = set((turned[:17] != frontal[:17]).nonzero()[:, 0].tolist())
         assert len(moved & set(far_side)) >= 5 and moved <= set(far_side), (yaw_deg, moved)
         # the chosen far-side vertices project inside the fixed ones (toward the face centre)
         camera = fitter.camera
-        posed = ict_model(rotation=euler_angles_to_matrix(theta[:, :3])).vertices
+        posed = ict_model(rotation=euler_angles_to_matrix(params.angles)).vertices
         x_fixed = camera.project(posed[:, ict_model.landmark_indices[list(far_side)]])[0, :, 0]
         x_slid = camera.project(posed[:, turned[list(far_side)]])[0, :, 0]
         side = 1 if yaw_deg > 0 else -1
@@ -59,12 +62,12 @@ def test_photometric_refinement_lowers_the_photo_loss_and_keeps_landmarks(ict_mo
     truth = make_synthetic_faces(ict_model, 2, seed=2, max_yaw_deg=25)
     config = ShapeFitConfig()
     config.refine.optim.steps = 25
-    result = ShapeFitter(ict_model, config).fit(truth.image, truth.landmarks, truth.mask)
-    history = result.history
+    batch = FaceBatch.from_tensors(truth.image, truth.landmarks, truth.mask, detail_size=64)
+    state = ShapeFitter(ict_model, config)(batch, FitState())
+    history = state.histories["stage1"]
     assert sum(history[-1]["photo"]) < 0.7 * sum(history[0]["photo"])
-    assert (result.landmark_error < 0.015).all()
-    fitted = ict_model(result.params.identity, result.params.expression, result.params.rotation,
-                       result.params.translation).vertices
+    assert (state.landmark_error < 0.015).all()
+    fitted = state.params.posed(ict_model).vertices
     assert vertex_error_mm(ict_model, fitted, truth.vertices).mean() < 4.0
 
 

@@ -13,20 +13,20 @@ import pytest
 import torch
 
 import train_detail_generator as cli
-from models.detail_dataset import (
-    DetailAugmentConfig,
+from models.config import DetailAugmentConfig, DetailDataConfig, DetailGeneratorConfig, DetailTrainingConfig
+from models.detail_generator import DetailVAE, load_detail_generator
+from models.detail_generator.dataset import (
     UVDetailDataset,
     augment_uv_map,
     find_uv_maps,
     load_flip_map,
     split_train_val,
 )
-from models.detail_generator import DetailGeneratorConfig, DetailVAE, load_detail_generator
-from models.detail_training import DetailDataConfig, DetailTrainingConfig, train_detail_generator, weighted_mse
-from utils.cli import seed_everything
+from models.detail_generator.training import train_detail_generator, weighted_mse
 from utils.config import ConfigError
 from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import read_image, write_image
+from utils.runtime import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=8, latent_grid=2, base_channels=8,
@@ -257,6 +257,7 @@ def test_broken_files_are_reported_and_skipped(tmp_path, capsys):
     assert not (tmp_path / "run2" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
     write_maps(tmp_path / "maps", 10)
     args = ["--dataset_path", str(tmp_path / "maps"), "--epochs", "2", "--batch_size", "4", "--lr", "0.005",

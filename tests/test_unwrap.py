@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fitting.synthetic import make_synthetic_faces
 from fitting.unwrap import push_pull_fill, unwrap_texture
 from models.uv_layout import UVLayout
+from testing.synthetic import make_synthetic_faces
 
 
 @pytest.fixture(scope="module")

@@ -103,8 +103,8 @@ def test_triangulate_quads_as_fans():
 
 
 def test_checkpoint_readme_lists_every_official_file():
+    from assets.checkpoints import OFFICIAL_CHECKPOINTS
     from tests.conftest import REPO
-    from utils.assets.checkpoints import OFFICIAL_CHECKPOINTS
 
     readme = (REPO / "checkpoints" / "README.md").read_text()
     for ckpt in OFFICIAL_CHECKPOINTS:

@@ -25,8 +25,8 @@ from models.uv_albedo_model import (
     load_uv_albedo_model,
     save_uv_albedo_model,
 )
-from models.uv_albedo_model_cli import main
-from models.uvapm_build import streaming_channel_pca
+from models.uv_albedo_model.build import streaming_channel_pca
+from models.uv_albedo_model.command import main
 from utils.atomic import save_npz
 from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import write_image
@@ -349,16 +349,12 @@ def _saved(path, arrays):
 # ---------------------------------------------------------------- command line
 
 
-def test_build_command_end_to_end(tmp_path, ict_npz, monkeypatch, capsys):
-    home = tmp_path / "home"
-    (home / "face_models").mkdir(parents=True)
-    (home / "face_models" / "ict.npz").symlink_to(ict_npz)
-    monkeypatch.setenv("UVAPM_HOME", str(home))
+def test_build_command_end_to_end(tmp_path, capsys):
     truth = _truth(num_maps=40, resolution=32, K=3, noise=0.005)
     maps_dir = tmp_path / "maps"
     for i, image in enumerate(np.clip(truth.maps, 0, 1)):
         folder = maps_dir / ("left" if i % 2 else "right")
-        write_image(folder / f"face{i:02d}.png", image.transpose(1, 2, 0))
+        write_image(folder / f"face{i:02d}.png", image.transpose(1, 2, 0), text={"uv_layout_id": "layout-a"})
         if i % 4 == 0:
             write_image(folder / f"face{i:02d}_conf.png", np.ones((32, 32)))
     good = (maps_dir / "right" / "face00.png").read_bytes()
@@ -368,10 +364,11 @@ def test_build_command_end_to_end(tmp_path, ict_npz, monkeypatch, capsys):
 
     output = tmp_path / "out" / "uvapm.npz"
     rc = main(["build", "--input_dir", str(maps_dir), "--output", str(output), "--components", "3",
-               "--resolution", "16", "--face_model", "ict", "--batch_size", "8"])
+               "--resolution", "16", "--batch_size", "8"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    skipped = [line for line in err.splitlines() if line.startswith("WARNING uvapm.uvapm_build: skipped ")]
+    assert "2 maps without a uv_layout_id" in err  # wide.png and the half corrupt.png
+    skipped = [line for line in err.splitlines() if line.startswith("WARNING uvapm.uv_albedo_model: skipped ")]
     assert len(skipped) == 3, err
     assert f"{maps_dir / 'corrupt.png'}: corrupt or truncated image" in skipped[0]
     conf = maps_dir / "left" / "face01_conf.png"
@@ -383,9 +380,7 @@ def test_build_command_end_to_end(tmp_path, ict_npz, monkeypatch, capsys):
     model = UVAlbedoModel.from_file(output)
     model.check_layout(load_uv_albedo_model(output).uv_layout_id)
     assert (model.resolution, model.num_components, model.num_maps) == (16, 3, 39)
-    from models.face_model_format import load_face_model
-
-    assert model.uv_layout_id == load_face_model(ict_npz).uv_layout_id
+    assert model.uv_layout_id == "layout-a"  # the layout the maps carry
     # The model's mean is the area-downsampled mean of the 8-bit maps.
     quantised = np.round(np.clip(np.delete(truth.maps, 1, axis=0), 0, 1) * 255) / 255
     expected = quantised.reshape(39, 3, 16, 2, 16, 2).mean((0, 3, 5))
@@ -400,9 +395,23 @@ def test_build_command_end_to_end(tmp_path, ict_npz, monkeypatch, capsys):
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_build_command_refuses_maps_of_unknown_or_mixed_layouts(tmp_path, capsys):
+    for name, layout in (("a", "layout-a"), ("b", "layout-b")):
+        write_image(tmp_path / "mixed" / f"{name}.png", np.full((8, 8, 3), 0.5), text={"uv_layout_id": layout})
+        write_image(tmp_path / "plain" / f"{name}.png", np.full((8, 8, 3), 0.5))
+    for folder, message in (("mixed", "the maps use different UV layouts: layout-a (1 maps"),
+                            ("plain", "no map carries a uv_layout_id; pass --uv_layout_id")):
+        rc = main(["build", "--input_dir", str(tmp_path / folder), "--output", str(tmp_path / "x.npz")])
+        assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+    rc = main(["build", "--input_dir", str(tmp_path / "plain"), "--output", str(tmp_path / "x.npz"), "--components",
+               "1", "--resolution", "4", "--uv_layout_id", "given", "--quiet"])
+    assert rc == 0 and UVAlbedoModel.from_file(tmp_path / "x.npz").uv_layout_id == "given"
+
+
 def test_coefficient_covariance_couples_the_channels(tmp_path):
     """Maps whose R, G and B vary together give a joint prior whose samples keep the channels together."""
-    from models.uvapm_build import build_uv_albedo_model
+    from models.uv_albedo_model.build import build_uv_albedo_model
 
     rng = np.random.default_rng(0)
     R, N = 16, 60
@@ -414,7 +423,8 @@ def test_coefficient_covariance_couples_the_channels(tmp_path):
         image = tone[:, None, None] + 0.05 * (a * pattern[0] + b * pattern[1])[None] * np.array([1, 0.8, 0.6])[:, None,
                                                                                                                None]
         write_image(tmp_path / f"{n:03d}.png", np.clip(image.transpose(1, 2, 0), 0, 1))
-    data, skipped = build_uv_albedo_model(tmp_path, components=2, resolution=R, progress=False, workers=1)
+    data, skipped = build_uv_albedo_model(tmp_path, components=2, resolution=R, uv_layout_id="test", progress=False,
+                                          workers=1)
     assert not skipped and data.coefficient_covariance.shape == (6, 6)
     model = UVAlbedoModel(data)
     cov = torch.as_tensor(data.coefficient_covariance)

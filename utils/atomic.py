@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -104,6 +103,8 @@ def save_torch(path: str | os.PathLike, obj) -> None:
     Keep ``obj`` to tensors, numbers, strings and plain containers so the file
     loads with ``torch.load(..., weights_only=True)``.
     """
+    import torch  # here, not at the top: commands import this module before parsing their arguments
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import sys
 from collections.abc import Callable
-
-import numpy as np
-import torch
 
 from .errors import ToolkitError, error_reason
 from .interrupts import Interrupted, end_by_signal, stop_on_signals
 
-__all__ = ["add_logging_args", "setup_logging", "seed_everything", "resolve_device", "run_main"]
+__all__ = ["add_logging_args", "setup_logging", "default_help", "count", "run_main"]
 
 
 def add_logging_args(parser: argparse.ArgumentParser) -> None:
@@ -32,26 +28,35 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
 
 
+def default_help(text: str, default) -> str:
+    """A flag's help text ending in its default (taken from the config dataclass, which the YAML mirrors)."""
+    shown = ",".join(str(v) for v in default) if isinstance(default, (list, tuple)) else default
+    return f"{text} (default: {shown if shown != '' else 'none'})"
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``"1 face"``, ``"2 faces"``: a number with its noun in the right form."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log to stderr at DEBUG (``--verbose``), WARNING (``--quiet``) or INFO.
+
+    The level is set on the console handler only; the root logger passes INFO (DEBUG
+    with ``--verbose``) on, so per-face logs (``log.txt``) keep their INFO lines
+    whatever the console shows.
+    """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a clear error if CUDA is missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ToolkitError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device
+    console = logging.StreamHandler(sys.stderr)
+    # A filter rather than a handler level: tqdm's logging_redirect_tqdm copies a handler's filters, not its level.
+    console.addFilter(lambda record: record.levelno >= level)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(console)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def run_main(main: Callable[[], int], verbose: bool) -> int:

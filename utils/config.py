@@ -61,7 +61,8 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     except OmegaConfBaseException as err:
         where = f"{path}: " if path else ""
         message = str(err).strip().splitlines()[0]
-        raise ConfigError(f"{where}invalid config ({message})") from None
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"{where}invalid config ({f'{key}: ' if key else ''}{message})") from None
 
 
 def add_config_args(parser: argparse.ArgumentParser, default_config: str | None) -> None:

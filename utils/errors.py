@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ToolkitError", "FileFormatError", "MissingAssetError", "error_reason", "failures_tsv"]
+__all__ = ["ToolkitError", "FileFormatError", "MissingAssetError", "error_reason", "failure_reason", "failures_tsv"]
 
 
 class ToolkitError(Exception):
@@ -42,6 +42,23 @@ def error_reason(err: BaseException) -> str:
     else:
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     return " ".join(text.split())
+
+
+def failure_reason(err: BaseException, path: str | os.PathLike | None = None) -> str:
+    """The one-line reason an item of a batch (an image, a face) failed, for the log and ``failures.tsv``.
+
+    A :class:`FileFormatError` about ``path`` itself gives just its reason
+    (the table already names the file); other toolkit errors their message;
+    a system error while writing says so; anything else is an unexpected
+    error, with a pointer to ``--verbose`` for the traceback.
+    """
+    if isinstance(err, FileFormatError) and path is not None and os.fspath(err.path) == os.fspath(path):
+        return err.reason
+    if isinstance(err, (ToolkitError, MemoryError)):
+        return error_reason(err)
+    if isinstance(err, OSError):
+        return f"cannot write output ({error_reason(err)})"
+    return f"unexpected error ({error_reason(err)}); rerun with --verbose for the traceback"
 
 
 def failures_tsv(failures: list[tuple[str, str]]) -> str:

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import FileFormatError
 
@@ -68,8 +67,10 @@ def load_npz(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str,
     return arrays
 
 
-def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """``torch.load`` with ``weights_only=True`` and readable errors."""
+def load_torch(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load`` with ``weights_only=True`` and readable errors (``map_location``: a device or its name)."""
+    import torch  # here, not at the top: commands import this module before parsing their arguments
+
     path = Path(path)
     data = read_bytes(path)
     if not data:

@@ -229,7 +229,7 @@ def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") ->
             code, or a different key layout/shapes (e.g. another depth, or a
             ``module.``-prefixed DataParallel dict).
     """
-    path = require_checkpoint(path, "arcface")
+    path = require_checkpoint(path, "ArcFace")
     network = IResNet()
     load_state_dict_strict(network, load_torch(path), path, "ArcFace iresnet50")
     return ArcFaceEmbedder(network).eval().to(device)

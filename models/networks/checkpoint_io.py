@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.assets.checkpoints import official_path
 from utils.errors import FileFormatError, MissingAssetError
 
 __all__ = ["require_checkpoint", "load_state_dict_strict"]
@@ -25,22 +24,20 @@ __all__ = ["require_checkpoint", "load_state_dict_strict"]
 _EXAMPLES = 3
 
 
-def require_checkpoint(path: str | os.PathLike, key: str) -> Path:
+def require_checkpoint(path: str | os.PathLike, name: str) -> Path:
     """Return ``path`` as a :class:`~pathlib.Path`, or raise if nothing is there.
 
     Args:
-        path: where the caller looks for the file.
-        key: the official checkpoint's key in
-            :data:`utils.assets.checkpoints.OFFICIAL_CHECKPOINTS`.
+        path: where the caller looks for the file (the fitting code passes
+            the official location, :func:`assets.checkpoints.official_path`).
+        name: the network's name, for the message.
 
     Raises:
-        MissingAssetError: ``path`` does not exist; the message names the
-            official location relative to the checkpoints folder.
+        MissingAssetError: ``path`` does not exist.
     """
     path = Path(path)
     if not path.exists():
-        expected = official_path("<checkpoints_dir>", key)
-        raise MissingAssetError(f"{path}: not installed (the official {key!r} checkpoint goes at {expected})")
+        raise MissingAssetError(f"{path}: the {name} checkpoint is not installed (see checkpoints/README.md)")
     return path
 
 

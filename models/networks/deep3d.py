@@ -123,7 +123,7 @@ def load_deep3d(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         FileFormatError: unreadable or truncated file, a pickle that would run
             code, no ``net_recon`` entry, or a different key layout/shapes.
     """
-    path = require_checkpoint(path, "deep3d")
+    path = require_checkpoint(path, "Deep3D")
     checkpoint = load_torch(path)
     if not isinstance(checkpoint, Mapping) or "net_recon" not in checkpoint:
         found = sorted(map(str, checkpoint))[:5] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__

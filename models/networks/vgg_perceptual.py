@@ -75,7 +75,7 @@ def load_vgg16(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
             or its ``forward`` lacks the ``resize_images``/``return_lpips``
             arguments.
     """
-    path = require_checkpoint(path, "vgg")
+    path = require_checkpoint(path, "VGG16")
     try:
         data = path.read_bytes()
     except OSError as err:

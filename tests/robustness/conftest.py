@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.small_models import write_small_models
+from testing.small_models import write_small_models
 from tests.robustness.helpers import PHOTOS, TEST_TIME_LIMIT
 
 

@@ -42,15 +42,15 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from fitting.preprocess import load_processed
+from assets.matlab_models import convert_bfm
+from fitting.structures import ProcessedFace
+from models.config import DetailGeneratorConfig
 from models.detail_generator import (
-    DetailGeneratorConfig,
     DetailVAE,
     detail_generator_checkpoint,
     load_detail_checkpoint,
 )
 from models.uv_albedo_model import load_uv_albedo_model
-from utils.assets.matlab_models import convert_bfm
 from utils.errors import FileFormatError
 from utils.image_io import read_image
 from utils.safe_load import load_mat, load_npz, load_restricted_pickle, load_torch
@@ -95,7 +95,8 @@ def _npz_seeds() -> list[bytes]:
 
 
 def _pt_seeds() -> list[bytes]:
-    tiny = DetailVAE(DetailGeneratorConfig(resolution=16, channels=1, latent_dim=2, base_channels=2, max_channels=4,
+    tiny = DetailVAE(DetailGeneratorConfig(resolution=16, channels=1, latent_dim=2, latent_grid=1, base_channels=2,
+                                           max_channels=4,
                                            low_pass_resolution=8))
     processed = {"image": torch.zeros(1, 3, 224, 224), "info": {"source": "x", "format_version": "1"},
                  "landmarks": torch.zeros(1, 68, 2)}
@@ -139,7 +140,7 @@ TARGETS = {
     "npz": (_npz_seeds, [("load_npz", _through_file(load_npz, ".npz")),
                          ("load_uv_albedo_model", _through_file(load_uv_albedo_model, ".npz"))]),
     "pt": (_pt_seeds, [("load_torch", _through_file(load_torch, ".pt")),
-                       ("load_processed", _through_file(load_processed, ".pt")),
+                       ("ProcessedFace.load", _through_file(ProcessedFace.load, ".pt")),
                        ("load_detail_checkpoint", _through_file(load_detail_checkpoint, ".pt"))]),
     "pkl": (_pkl_seeds, [("load_restricted_pickle", _through_file(load_restricted_pickle, ".pkl")),
                          ("load_uv_albedo_model", _through_file(

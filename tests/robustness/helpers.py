@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.small_models import QUICK_OVERRIDES
+from testing.small_models import QUICK_OVERRIDES
 from tests.conftest import REPO
 from utils.image_io import read_image
 from utils.safe_load import load_npz, load_torch

@@ -1,5 +1,5 @@
 """Bad model, checkpoint and data files for every command: fitting.run, train_detail_generator.py,
-render_3d_face.py and ``python -m utils.assets``.
+render_3d_face.py and ``python -m assets``.
 
 Each bad file gives exit code 2 (or, for training data, is skipped and
 listed) with a one-line error naming the file and the reason, no traceback,
@@ -25,12 +25,14 @@ import torch
 
 import render_3d_face
 import train_detail_generator
-from fitting.preprocess import PreprocessConfig, preprocess_folder
-from fitting.preprocess import main as preprocess_main
+from assets.__main__ import main as assets_main
+from fitting.config import PreprocessConfig
+from fitting.preprocess.command import main as preprocess_main
+from fitting.preprocess.folder import preprocess_folder
 from fitting.run import main as run_main
-from models.detail_generator import DetailGeneratorConfig, DetailVAE, detail_generator_checkpoint
+from models.config import DetailGeneratorConfig
+from models.detail_generator import DetailVAE, detail_generator_checkpoint
 from tests.robustness.helpers import assert_outputs_complete, no_traceback, read_failures, run_args
-from utils.assets.__main__ import main as assets_main
 from utils.image_io import write_image
 from utils.safe_load import load_npz, load_restricted_pickle, load_torch
 
@@ -92,7 +94,7 @@ def _empty(folder: Path, marker: Path) -> Path:
     return folder / "empty.pt"
 
 
-_TINY = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=4, base_channels=4, max_channels=8,
+_TINY = DetailGeneratorConfig(resolution=32, channels=1, latent_dim=4, latent_grid=1, base_channels=4, max_channels=8,
                               low_pass_resolution=16)
 
 CHECKPOINTS = {

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 import fitting.shape
-from fitting.optim import OptimConfig, OptimizationError, minimize
+from fitting.config import OptimConfig
+from fitting.optim import OptimizationError, minimize
 from fitting.run import main
 from tests.robustness.helpers import PHOTOS, assert_outputs_complete, no_traceback, read_failures, run_args
 from utils.image_io import write_image
@@ -127,6 +128,7 @@ def test_nan_during_fitting_recovers_or_fails_that_face(photo_dir, small_models,
     assert_outputs_complete(out)
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_one_face(photo_dir, small_models, tmp_path, monkeypatch, capsys):
     """ENOSPC when one face's coeffs.pt is renamed into place: that face fails, the other completes; the rerun
     (disk freed) completes it and skips the other."""

@@ -28,7 +28,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fitting.preprocess import PreprocessConfig, load_processed, main, preprocess_folder
+from fitting.config import PreprocessConfig
+from fitting.preprocess.command import main
+from fitting.preprocess.folder import preprocess_folder
+from fitting.structures import ProcessedFace
 from tests.robustness.helpers import REPO, assert_outputs_complete, no_traceback, read_failures
 from utils.image_io import read_image
 
@@ -139,34 +142,34 @@ class Case:
 
 
 def _is_grey(record, _):
-    image = record["image"][0]
+    image = record.image[0]
     return float((image[0] - image[1]).abs().max()) < 0.02 and float((image[1] - image[2]).abs().max()) < 0.02
 
 
 def _colours_kept(record, photo):
     # The crop's mean colour is the photo's skin tone, not inverted or shifted (CMYK, palette, alpha).
-    skin = record["skin_mask"][0, 0] > 0.5
-    mean = record["image"][0][:, skin].mean(1)
+    skin = record.skin_mask[0, 0] > 0.5
+    mean = record.image[0][:, skin].mean(1)
     return bool(mean[0] > mean[2]) and 0.25 < float(mean.mean()) < 0.9
 
 
 def _upright(record, photo):
     # The EXIF rotation was applied: the photo's upright size, eyes above the mouth in photo pixels.
-    lm = record["landmarks_original"][0]
-    return record["original_size"].tolist() == list(photo.shape[:2]) and bool(lm[36:48, 1].max() < lm[48:68, 1].min())
+    lm = record.landmarks_original[0]
+    return record.original_size.tolist() == list(photo.shape[:2]) and bool(lm[36:48, 1].max() < lm[48:68, 1].min())
 
 
 def _outside_is_not_skin(record, _):
     # Crop pixels that map outside the photo are never skin.
-    inverse = record["inverse_transform"][0].double()
+    inverse = record.inverse_transform[0].double()
     ys, xs = torch.meshgrid(torch.arange(224.0) + 0.5, torch.arange(224.0) + 0.5, indexing="ij")
     photo_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
     outside = photo_x < -1.0
-    return bool(outside.any()) and float(record["skin_mask"][0, 0][outside].max()) == 0.0
+    return bool(outside.any()) and float(record.skin_mask[0, 0][outside].max()) == 0.0
 
 
 def _any(record, _):
-    return record["image"].shape == (1, 3, 224, 224)
+    return record.image.shape == (1, 3, 224, 224)
 
 
 #: Pillow's own limit (89 megapixels, a warning that read_image makes an error) comes first; ours (max_pixels)
@@ -239,7 +242,7 @@ def corpus(tmp_path_factory, faces_dir):
     records = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = records.append
-    logger = logging.getLogger("fitting.preprocess")
+    logger = logging.getLogger("uvapm.preprocess")
     logger.addHandler(handler)
     out = root / "processed"
     try:
@@ -267,12 +270,12 @@ def test_the_batch_completes_and_exits_1(corpus):
 def test_case(corpus, case):
     _, out, _, photo = corpus
     failures = read_failures(out / "failures.tsv")
-    records = [load_processed(path) for path in out.glob("*.pt")]
+    records = [ProcessedFace.load(path) for path in out.glob("*.pt")]
     if case.fails:
         assert re.match(case.fails, failures.get(case.key, "(processed)")), failures.get(case.key)
     else:
         assert case.key not in failures, failures[case.key]
-        (record,) = [r for r in records if Path(r["info"]["source"]).name == case.key]
+        (record,) = [r for r in records if Path(r.info.source).name == case.key]
         assert case.check(record, photo)
 
 
@@ -289,7 +292,7 @@ def test_many_faces_each_in_its_own_file(tmp_path, faces_dir):
     config = PreprocessConfig(all_faces=True, masks="landmarks", checkpoints_dir=str(tmp_path / "none"))
     result = preprocess_folder(tmp_path / "in", tmp_path / "out", config, progress=False)
     assert result.failures == [] and result.faces >= 4
-    boxes = [load_processed(p)["face_box"][0] for p in sorted((tmp_path / "out").glob("group_face*.pt"))]
+    boxes = [ProcessedFace.load(p).face_box[0] for p in sorted((tmp_path / "out").glob("group_face*.pt"))]
     assert len(boxes) == result.faces
     sizes = [float((b[2] - b[0]) * (b[3] - b[1])) for b in boxes]
     assert sizes == sorted(sizes, reverse=True)  # face0 is the largest
@@ -322,7 +325,7 @@ def test_a_truly_unreadable_file(tmp_path, faces_dir):
     assert read_failures(tmp_path / "out" / "failures.tsv") == {
         "locked.jpg": "permission denied",
         "tiny.png": "image is 8x8 pixels, too small to contain a face (the smallest detectable is 20 px)"}
-    assert re.search(r"^ERROR fitting.preprocess: locked.jpg: permission denied$", run.stderr, re.M)
+    assert re.search(r"^ERROR uvapm.preprocess: locked.jpg: permission denied$", run.stderr, re.M)
 
 
 def test_read_image_of_each_processed_case_is_rgb8(corpus, faces_dir):

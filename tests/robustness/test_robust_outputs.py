@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitting import preprocess
+from fitting.preprocess import command as preprocess
 from fitting.run import main as run_main
 from tests.robustness.helpers import REPO, assert_outputs_complete, no_traceback, read_failures, run_args
 from utils.atomic import remove_stale_temporary_files, temporary_owner, write_text
@@ -56,6 +56,7 @@ def test_second_run_on_a_folder_in_use_is_refused(tmp_path, photo_dir, small_mod
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written, the lock file removed by its holder
 
 
+@pytest.mark.slow
 def test_two_processes_at_once(tmp_path, photo_dir):
     """A second real run on the folder exits with 2 while the first (paused with SIGSTOP to keep the timing
     deterministic) holds it; the first then completes."""
@@ -213,6 +214,7 @@ def test_failure_list_cannot_be_written(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_real_read_only_and_full_file_systems(tmp_path, photo_dir, small_models):
     """tmpfs mounts in a private mount namespace (needs root and unshare; skipped otherwise)."""
     if shutil.which("unshare") is None or subprocess.run(

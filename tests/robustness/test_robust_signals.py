@@ -94,6 +94,7 @@ def test_a_signal_becomes_a_clean_stop_and_a_second_one_is_ignored():
     assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == handlers  # restored
 
 
+@pytest.mark.slow
 def test_preprocessing_stops_cleanly_or_is_stopped_and_resumes(tmp_path, faces_dir):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -132,6 +133,7 @@ def test_preprocessing_stops_cleanly_or_is_stopped_and_resumes(tmp_path, faces_d
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_fitting_stops_within_two_seconds_and_resumes(tmp_path, photo_dir, small_models):
     out = tmp_path / "out"
     args = ["-m", "fitting.run", *run_args(photo_dir, out, small_models, "--stages", "1")]
@@ -151,6 +153,7 @@ def test_fitting_stops_within_two_seconds_and_resumes(tmp_path, photo_dir, small
     assert_outputs_complete(out)
 
 
+@pytest.mark.slow
 def test_training_stops_within_two_seconds_and_resumes(tmp_path):
     maps = tmp_path / "maps"
     for k in range(12):

@@ -428,13 +428,6 @@ class UVAlbedoModel(nn.Module):
         if self.uv_layout_id != expected:
             raise UVLayoutError(
                 f"the UV albedo model was built for UV layout {self.uv_layout_id!r}, but {what} differs; use the "
-                "matching face model or build a model for it (python -m models.uv_albedo_model build --face_model ...)"
+                "matching face model or build a model for it (python -m models.uv_albedo_model build)"
             )
 
-
-if __name__ == "__main__":
-    import sys
-
-    from models.uv_albedo_model_cli import main
-
-    sys.exit(main())

@@ -43,49 +43,30 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from utils.atomic import save_torch, write_json, write_text
-from utils.cli import resolve_device, seed_everything
+from models.config import DetailTrainingConfig
+from utils.atomic import save_torch, write_text
 from utils.config import ConfigError, config_to_dict, save_config
+from utils.distributed import ProcessGroup
 from utils.errors import FileFormatError, ToolkitError, failures_tsv
-from utils.image_io import write_image
 from utils.locking import lock_for_job
-from utils.plots import line_chart
+from utils.runtime import rng_state, seed_everything, set_rng_state
 
-from .detail_dataset import (
-    DetailAugmentConfig,
-    UVDetailDataset,
-    UVMapItem,
-    check_uv_maps,
-    find_uv_maps,
-    split_train_val,
-)
-from .detail_generator import (
-    DetailGeneratorConfig,
-    DetailVAE,
-    DetailVAEOutput,
-    detail_generator_checkpoint,
-    kl_divergence,
-    load_detail_checkpoint,
-)
+from .checkpoint import detail_generator_checkpoint, load_detail_checkpoint
+from .dataset import UVDetailDataset, UVMapItem, check_uv_maps, find_uv_maps, split_train_val
+from .reports import write_reports
+from .vae import DetailVAE, DetailVAEOutput, kl_divergence
 
 __all__ = [
-    "DetailDataConfig",
-    "DetailTrainingConfig",
     "TrainingResult",
     "weighted_mse",
     "detail_vae_loss",
@@ -96,60 +77,6 @@ logger = logging.getLogger("uvapm.detail_training")
 
 #: Settings that may change between a run and its resumption without a warning.
 _RESUMABLE_CHANGES = {"epochs", "resume", "output_dir", "device", "tensorboard", "data.num_workers"}
-
-
-@dataclass
-class DetailDataConfig:
-    """Training data.
-
-    Attributes:
-        dataset_path: folder of UV maps (searched recursively).
-        confidence_suffix: name suffix of confidence maps ("" for none).
-        val_split: fraction of the maps held out for validation (at least one).
-        num_workers: data loader worker processes per training process.
-        augment: see :class:`~models.detail_dataset.DetailAugmentConfig`.
-    """
-
-    dataset_path: str = ""
-    confidence_suffix: str = "_conf"
-    val_split: float = 0.1
-    num_workers: int = 2
-    augment: DetailAugmentConfig = field(default_factory=DetailAugmentConfig)
-
-
-@dataclass
-class DetailTrainingConfig:
-    """Everything ``train_detail_generator.py`` needs (``configs/detail.yaml`` mirrors it).
-
-    Attributes:
-        model: architecture, stored in every checkpoint.
-        data: training data.
-        epochs: total number of epochs (a resumed run continues up to it).
-        batch_size: global batch size (divisible by the number of processes).
-        lr: Adam learning rate of the first epoch.
-        lr_decay: learning-rate factor applied after every epoch.
-        kl_weight: weight of the KL term per detail value (2 sigma^2, see the module docstring).
-        seed: seeds the initialisation, the split, the data order, augmentation and noise.
-        device: "auto", "cpu", "cuda" or "cuda:N" (under torchrun, CUDA uses the local rank).
-        output_dir: folder for checkpoints, metrics and pictures.
-        resume: a ``last.pt`` to continue from ("" to start afresh).
-        tensorboard: also log to ``output_dir/tensorboard`` (needs the tensorboard package).
-        num_visuals: validation maps and random samples drawn per epoch.
-    """
-
-    model: DetailGeneratorConfig = field(default_factory=DetailGeneratorConfig)
-    data: DetailDataConfig = field(default_factory=DetailDataConfig)
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-3
-    lr_decay: float = 0.98
-    kl_weight: float = 2e-5
-    seed: int = 0
-    device: str = "auto"
-    output_dir: str = "runs/detail"
-    resume: str = ""
-    tensorboard: bool = False
-    num_visuals: int = 4
 
 
 @dataclass
@@ -190,77 +117,7 @@ def detail_vae_loss(
     return {"loss": recon + kl_weight * kl / target[0].numel(), "recon": recon, "kl": kl}
 
 
-# ----------------------------------------------------------------------------- processes
-
-
-class _Processes:
-    """Rank, world size and device, with collective helpers that are no-ops in a single process."""
-
-    def __init__(self, device_name: str):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.owns_group = False
-        device = resolve_device(device_name)
-        if self.world_size > 1:
-            if device.type == "cuda":
-                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                torch.cuda.set_device(device)
-            if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-                self.owns_group = True
-        self.device = device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return values
-        values = values.to(self.device)
-        dist.all_reduce(values)
-        return values.cpu()
-
-    def broadcast(self, obj):
-        """``obj`` of rank 0 on every rank (our own picklable payload, between our processes)."""
-        if self.world_size == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def close(self) -> None:
-        if self.owns_group:
-            dist.destroy_process_group()
-
-
-# ----------------------------------------------------------------------------- checkpoint state
-
-
-def _rng_state() -> dict:
-    numpy_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
-                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: Mapping) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+# ----------------------------------------------------------------------------- resuming
 
 
 def _flatten(mapping: Mapping, prefix: str = "") -> dict:
@@ -289,39 +146,6 @@ def _read_resume(path: str, config: DetailTrainingConfig, device: torch.device) 
         logger.warning("resuming with changed settings (the run will differ from an uninterrupted one): %s",
                        ", ".join(f"{k} {then.get(k)!r} -> {now[k]!r}" for k in changed))
     return model, training
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def _detail_grid(rows: list[torch.Tensor], labels: list[str]) -> np.ndarray:
-    """Rows of (N, C, R, R) detail maps as one (H, W, 3) uint8 picture, mid-grey = 0.
-
-    All rows share one contrast: +-3 standard deviations of the first row map to black/white.
-    """
-    spread = float(3.0 * rows[0].std().clamp_min(1e-4))
-    gap, label_width = 4, 110
-    size = rows[0].shape[-1]
-    width = label_width + max(len(r) for r in rows) * (size + gap)
-    canvas = np.full((len(rows) * (size + gap), width, 3), 255, np.uint8)
-    for i, (row, label) in enumerate(zip(rows, labels)):
-        top = i * (size + gap)
-        cv2.putText(canvas, label, (6, top + size // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        for j, detail in enumerate(row):
-            tile = (0.5 + detail.float().permute(1, 2, 0).numpy() / (2.0 * spread)).clip(0.0, 1.0)
-            left = label_width + j * (size + gap)
-            canvas[top:top + size, left:left + size] = np.rint(tile * 255.0).astype(np.uint8)
-    return canvas
-
-
-def _loss_curve(history: list[dict]) -> np.ndarray:
-    """Training and validation loss per epoch on a log scale, as (H, W, 3) uint8."""
-    epochs = [h["epoch"] for h in history]
-    return line_chart(
-        {"train": (epochs, [h["train_loss"] for h in history]),
-         "validation": (epochs, [h["val_loss"] for h in history])},
-        title="loss (log scale)", xlabel="epoch", markers=True,
-    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -387,32 +211,6 @@ def _evaluate(model: DetailVAE, loader: DataLoader, device: torch.device, kl_wei
             "val_kl": float(sums[2] / sums[3])}
 
 
-def _write_visuals(path: Path, model: DetailVAE, dataset: UVDetailDataset, count: int, seed: int) -> None:
-    model.eval()
-    count = min(count, len(dataset))
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        targets = torch.stack([dataset[i]["detail"] for i in range(count)])
-        recons = model(targets.to(device)).detail.cpu()
-        samples = model.sample(count, generator=torch.Generator().manual_seed(seed)).cpu()
-    write_image(path, _detail_grid([targets, recons, samples], ["validation", "reconstruction", "random sample"]))
-
-
-def _write_reports(output_dir: Path, history: list[dict], model: DetailVAE, val_set: UVDetailDataset,
-                   config: DetailTrainingConfig, writer) -> None:
-    """Metrics, loss curve, pictures and TensorBoard scalars after an epoch (rank 0)."""
-    epoch = history[-1]["epoch"]
-    write_json(output_dir / "metrics.json", {"epochs": history})
-    write_image(output_dir / "loss_curve.png", _loss_curve(history))
-    _write_visuals(output_dir / "visuals" / f"epoch_{epoch:04d}.png", model, val_set, config.num_visuals,
-                   config.seed)
-    if writer is not None:
-        for key, value in history[-1].items():
-            if key != "epoch":
-                writer.add_scalar(key, value, epoch)
-        writer.flush()
-
-
 def train_detail_generator(config: DetailTrainingConfig, progress: bool = True) -> TrainingResult:
     """Train (or resume training) the detail generator as ``config`` says.
 
@@ -423,7 +221,7 @@ def train_detail_generator(config: DetailTrainingConfig, progress: bool = True) 
     Returns:
         Paths of the checkpoints and the per-epoch history.
     """
-    processes = _Processes(config.device)
+    processes = ProcessGroup(config.device)
     lock = None
     try:
         _check_config(config, processes.world_size)
@@ -436,7 +234,7 @@ def train_detail_generator(config: DetailTrainingConfig, progress: bool = True) 
         processes.close()
 
 
-def _train(config: DetailTrainingConfig, processes: _Processes, progress: bool, writer_class) -> TrainingResult:
+def _train(config: DetailTrainingConfig, processes: ProcessGroup, progress: bool, writer_class) -> TrainingResult:
     device, is_main = processes.device, processes.is_main
     output_dir = Path(config.output_dir)
     payload = None
@@ -460,7 +258,7 @@ def _train(config: DetailTrainingConfig, processes: _Processes, progress: bool, 
         model.load_state_dict(resumed.state_dict())
         optimizer.load_state_dict(training["optimizer"])
         scheduler.load_state_dict(training["scheduler"])
-        _set_rng_state(training["rng"])
+        set_rng_state(training["rng"])
         start_epoch, history, best_val = training["epoch"], list(training["history"]), training["best_val_loss"]
         if [list(map(str, part)) for part in training["items"]] != [
                 [item.map_path for item in part] for part in (train_items, val_items)]:
@@ -479,7 +277,7 @@ def _train(config: DetailTrainingConfig, processes: _Processes, progress: bool, 
                         pin_memory=device.type == "cuda")
     val_loader = DataLoader(val_set, batch_size=per_process, num_workers=config.data.num_workers)
     trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if processes.world_size > 1 else model
+        if processes.distributed else model
     if is_main:
         save_config(output_dir / "config.yaml", config)
     writer = writer_class(str(output_dir / "tensorboard")) if writer_class is not None and is_main else None
@@ -510,13 +308,13 @@ def _train(config: DetailTrainingConfig, processes: _Processes, progress: bool, 
                 "config": config_to_dict(config),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "history": history,
                 "best_val_loss": best_val,
                 "items": [[item.map_path for item in part] for part in (train_items, val_items)],
             }
             save_torch(last_path, checkpoint)
-            _write_reports(output_dir, history, model, val_set, config, writer)
+            write_reports(output_dir, history, model, val_set, config.num_visuals, config.seed, writer)
             logger.info("epoch %d/%d: train %.4g, validation %.4g%s, %.2f maps/s", epoch + 1, config.epochs,
                         entry["train_loss"], entry["val_loss"], " (best)" if improved else "",
                         entry["maps_per_second"])
@@ -530,7 +328,7 @@ def _train_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: DataLoader,
-    processes: _Processes,
+    processes: ProcessGroup,
     kl_weight: float,
     description: str,
     progress: bool,

@@ -196,10 +196,15 @@ def warp_to_crop(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndar
         # photo p = region q / factors + (x0, y0)
         linear = transform[:, :2] / factors
         transform = np.concatenate([linear, (transform[:, :2] @ [x0, y0] + transform[:, 2])[:, None]], axis=1)
-    # OpenCV samples pixel centres at integer coordinates; ours are at +0.5.
-    shift = transform[:, :2] @ [0.5, 0.5] + transform[:, 2] - 0.5
-    matrix = np.concatenate([transform[:, :2], shift[:, None]], axis=1)
     return cv2.warpAffine(
-        np.ascontiguousarray(source), matrix, (size, size), flags=cv2.INTER_CUBIC,
+        np.ascontiguousarray(source), opencv_affine(transform), (size, size), flags=cv2.INTER_CUBIC,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
+
+
+def opencv_affine(transform: np.ndarray) -> np.ndarray:
+    """A (2, 3) transform between our pixel coordinates (centres at +0.5) as the matrix
+    ``cv2.warpAffine`` expects (centres at integer coordinates)."""
+    transform = np.asarray(transform, np.float64)
+    shift = transform[:, :2] @ [0.5, 0.5] + transform[:, 2] - 0.5
+    return np.concatenate([transform[:, :2], shift[:, None]], axis=1)

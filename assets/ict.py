@@ -33,7 +33,7 @@ __all__ = ["ICT_URL", "ICT_ARCHIVE_SHA256", "ICT_CONTENT_SHA256", "wanted_member
 ICT_URL = "https://github.com/ICT-VGL/ICT-FaceKit/archive/da5f95a607f5e6b37755b38d3385d7f2853732e5.zip"
 #: sha256 of ``ict_facexmodel.tar.xz`` (the FaceXModel folder of commit da5f95a).
 ICT_ARCHIVE_SHA256 = "cbcc395a7b9f3732a415f220d7dad7f3b41c51c6d4247d309a9363aa0d81873b"
-#: :func:`utils.assets.sources.content_digest` of the files the conversion reads.
+#: :func:`assets.sources.content_digest` of the files the conversion reads.
 ICT_CONTENT_SHA256 = "8949801bc64d28b65a8a1699d43cbb7a56815b4a9ca7b226ce1a0ae9c4d37184"
 
 NUM_FACE_VERTICES = 9409

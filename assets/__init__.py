@@ -3,7 +3,7 @@
 Face models are converted once into the canonical format
 (:mod:`models.face_model_format`) and stored as
 ``$UVAPM_HOME/face_models/<name>.npz`` (default home ``~/.cache/uvapm``).
-Command line: ``python -m utils.assets {install,list,check}``.
+Command line: ``python -m assets {install,list,check}``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ __all__ = ["FACE_MODELS", "uvapm_home", "face_model_path", "installed_face_model
 
 #: Face models the asset manager can install, with the command that installs each.
 FACE_MODELS = {
-    "ict": "python -m utils.assets install ict [--from ict_facexmodel.tar.xz|ICT-FaceKit.zip|FaceXModel/]",
-    "hifi3dpp": "python -m utils.assets install hifi3dpp --from topo_assets/",
-    "bfm": "python -m utils.assets install bfm --from BFM_model_front.mat",
+    "ict": "python -m assets install ict [--from ict_facexmodel.tar.xz|ICT-FaceKit.zip|FaceXModel/]",
+    "hifi3dpp": "python -m assets install hifi3dpp --from topo_assets/",
+    "bfm": "python -m assets install bfm --from BFM_model_front.mat",
 }
 
 

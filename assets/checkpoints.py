@@ -1,6 +1,6 @@
 """The paper's official checkpoints: where each goes and what it enables.
 
-This table is the single source for ``python -m utils.assets check`` and for
+This table is the single source for ``python -m assets check`` and for
 ``checkpoints/README.md``; runtime code asks :func:`official_path` for a file
 and reports :attr:`OfficialCheckpoint.without` when it is absent.
 """

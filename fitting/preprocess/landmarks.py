@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.assets.checkpoints import official_path
+from assets.checkpoints import official_path
 from utils.errors import MissingAssetError
 
-__all__ = ["LANDMARK_METHODS", "LandmarkDetector", "dlib_predictor_path", "fan_weights_path"]
+from ..config import LANDMARK_METHODS
+
+__all__ = ["LandmarkDetector", "dlib_predictor_path", "fan_weights_path"]
 
 logger = logging.getLogger(__name__)
 
-LANDMARK_METHODS = ("dlib", "fan")
 
 
 def dlib_predictor_path(checkpoints_dir: str | os.PathLike) -> Path:

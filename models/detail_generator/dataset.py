@@ -45,14 +45,14 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from models.config import DetailAugmentConfig, DetailGeneratorConfig
 from utils.errors import FileFormatError, ToolkitError
 from utils.image_io import list_images, read_image
 from utils.safe_load import load_npz
 
-from .detail_generator import DetailGeneratorConfig, extract_detail
+from .vae import extract_detail
 
 __all__ = [
-    "DetailAugmentConfig",
     "UVMapItem",
     "find_uv_maps",
     "check_uv_maps",
@@ -63,23 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("uvapm.detail_dataset")
-
-
-@dataclass
-class DetailAugmentConfig:
-    """Augmentation of training maps (see the module docstring).
-
-    Attributes:
-        brightness: maximum additive brightness change (albedo units).
-        contrast: maximum relative contrast change (0.1 = x0.9 .. x1.1).
-        max_shift: maximum translation as a fraction of the map side (whole texels).
-        flip_map: "" (no flip), "mirror", or an ``.npz`` with ``source`` (R, R, 2).
-    """
-
-    brightness: float = 0.03
-    contrast: float = 0.1
-    max_shift: float = 0.01
-    flip_map: str = ""
 
 
 @dataclass(frozen=True)

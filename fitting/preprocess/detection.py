@@ -35,11 +35,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["DETECTOR_METHODS", "FaceDetection", "FaceDetector"]
+from ..config import DETECTOR_METHODS
+
+__all__ = ["FaceDetection", "FaceDetector"]
 
 logger = logging.getLogger(__name__)
 
-DETECTOR_METHODS = ("auto", "hog", "cnn")
 #: Side of dlib's HOG detection window: the smallest face found without upsampling.
 HOG_WINDOW = 80
 #: Images are upsampled for detection only while their longer side stays below this.

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
-from fitting.pipeline import DEFAULT_MODELS_DIR
-from fitting.synthetic import smooth_albedo_map
-from models.detail_generator import DetailGeneratorConfig, DetailVAE, save_detail_generator
+from fitting.pipeline import default_model_path
+from models.config import DetailGeneratorConfig
+from models.detail_generator import DetailVAE, save_detail_generator
 from models.uv_albedo_model import UVAlbedoModelData, save_uv_albedo_model
+
+from .synthetic import smooth_albedo_map
 
 __all__ = ["QUICK_OVERRIDES", "ModelChoice", "write_small_models", "choose_models"]
 
@@ -37,7 +39,7 @@ def write_small_models(folder: Path, uv_layout_id: str, seed: int = 0) -> tuple[
     """Write a small UVAPM (``uvapm.npz``) and detail generator (``detail.pt``) into ``folder``.
 
     The UVAPM is the 4-component per-channel PCA of 40 smooth 32x32 skin maps
-    (:func:`fitting.synthetic.smooth_albedo_map`); the detail generator is an
+    (:func:`testing.synthetic.smooth_albedo_map`); the detail generator is an
     untrained 64-pixel luminance :class:`DetailVAE` with an 8-d latent.
 
     Returns:
@@ -55,7 +57,7 @@ def write_small_models(folder: Path, uv_layout_id: str, seed: int = 0) -> tuple[
     uvapm = folder / "uvapm.npz"
     save_uv_albedo_model(uvapm, data)
     torch.manual_seed(seed)
-    detail = DetailVAE(DetailGeneratorConfig(resolution=64, channels=1, latent_dim=8, base_channels=4,
+    detail = DetailVAE(DetailGeneratorConfig(resolution=64, channels=1, latent_dim=8, latent_grid=1, base_channels=4,
                                              max_channels=16, low_pass_resolution=32))
     detail_path = folder / "detail.pt"
     save_detail_generator(detail_path, detail)
@@ -81,7 +83,7 @@ class ModelChoice:
 def choose_models(uvapm: str | None, detail_model: str | None, quick: bool, face_model: str, uv_layout_id: str,
                   scratch: Path) -> ModelChoice:
     """Given files, else the defaults when present (and not ``quick``), else stand-ins written to ``scratch``."""
-    defaults = (DEFAULT_MODELS_DIR / f"uvapm_{face_model}.npz", DEFAULT_MODELS_DIR / f"detail_{face_model}.pt")
+    defaults = (default_model_path("uvapm", face_model), default_model_path("detail", face_model))
     chosen = [Path(given) if given else (None if quick or not default.is_file() else default)
               for given, default in zip((uvapm, detail_model), defaults)]
     if all(chosen):

@@ -37,37 +37,10 @@ model, so every covariance pass imputes them: ``a = c (x - mean) + (1 - c) f``.
   EM converges at a rate set by the fraction of missing information, so
   when some confidence is below 1 the build runs ``em_passes`` more passes.
 
-Measured by ``python benchmarks/bm_uvapm_build.py`` (a smooth rank-5 model
-with std spread 8:1, 32x32, 400 maps; half of them with rows 6..16, a third
-of the texels, at confidence 0 holding uniform garbage; sin = sine of the
-largest principal angle to the true subspace, std = largest relative std
-error, worst channel):
-
-==============================  ======  ======
-imputation                      sin     std
-==============================  ======  ======
-reference: nothing hidden       0.013   0.055
-none (confidence ignored)       0.976   0.93
-mean fill                       0.962   0.73
-EM, ``em_passes=0``             0.941   0.61
-EM, ``em_passes=2``             0.920   0.47
-EM, ``em_passes=6`` (default)   0.763   0.20
-EM, ``em_passes=10``            0.385   0.082
-EM, ``em_passes=20``            0.114   0.062
-==============================  ======  ======
-
-The leading components are right after a few passes (with the default,
-the four leading true components lie within 7 degrees of the estimated
-subspace); the weakest one is what the ghost displaces (19 to 49 degrees
-with the default, 8 to 22 with ``em_passes=10``). The test's milder case
-(random rank-5 model, 16x16, 200 maps, std spread 4:1) reaches sin 0.14
-with the default against 1.0 for mean fill. With heavily masked data, raise
-``em_passes`` (each is a full pass over the maps).
-
-**Cost** (same benchmark, 256x256, K = 100, a quarter of the maps masked,
-11 passes, 2 shared CPU cores): about 25-35 ms per map and pass, and a
-peak resident memory of 1.8 GiB (0.8 GiB of it is importing torch)
-whether the folder holds 200, 1000 or 2000 maps.
+EM converges at a rate set by the fraction of missing information; with
+heavily masked data raise ``em_passes`` (each is a full pass over the maps).
+How well each setting recovers a known model, and the cost per map and pass,
+are measured by ``python -m benchmarks.bm_uvapm_build`` (numbers in README).
 """
 
 from __future__ import annotations
@@ -84,14 +57,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.cli import count
+from utils.config import ConfigError
 from utils.errors import FileFormatError, ToolkitError
-from utils.image_io import list_images, read_image
+from utils.image_io import list_images, read_image, read_png_text
 
-from .uv_albedo_model import UVAlbedoModel, UVAlbedoModelData
+from .model import UVAlbedoModel, UVAlbedoModelData
 
 __all__ = ["UVMapFolder", "ChannelPCA", "streaming_channel_pca", "build_uv_albedo_model"]
 
-logger = logging.getLogger("uvapm.uvapm_build")
+logger = logging.getLogger("uvapm.uv_albedo_model")
 
 #: A batch: maps (n, 3, R, R) float in [0, 1] and confidence (n, 1, R, R) in [0, 1] or None (all 1).
 Batch = tuple[torch.Tensor, torch.Tensor | None]
@@ -121,6 +96,7 @@ class UVMapFolder:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileFormatError(folder, "not a folder")
+        self.folder = folder
         self.resolution = resolution
         self.batch_size = batch_size
         self.workers = max(1, workers)
@@ -138,6 +114,32 @@ class UVMapFolder:
         #: path -> one-line reason, for every map left out.
         self.failed: dict[Path, str] = {}
         self._checked = False
+
+    def uv_layout_id(self) -> str:
+        """The ``uv_layout_id`` the maps carry (PNG text written by this toolkit).
+
+        Maps that carry none are assumed to share the others' layout (with a
+        warning); unreadable files are left to the build, which reports them.
+
+        Raises:
+            ConfigError: the maps name different layouts, or none names one.
+        """
+        found: dict[str, list[Path]] = {}
+        for path in self.paths:
+            found.setdefault(read_png_text(path).get("uv_layout_id", ""), []).append(path)
+        unnamed = found.pop("", [])
+        if not found:
+            raise ConfigError(f"{self.folder}: no map carries a uv_layout_id; pass --uv_layout_id "
+                              "(python -m assets list shows each face model's)")
+        if len(found) > 1:
+            listing = ", ".join(f"{layout} ({len(paths)} maps, e.g. {paths[0].name})"
+                                for layout, paths in found.items())
+            raise ConfigError(f"{self.folder}: the maps use different UV layouts: {listing}")
+        layout = next(iter(found))
+        if unnamed:
+            logger.warning("%s without a uv_layout_id (e.g. %s): assuming layout %s like the other %d",
+                           count(len(unnamed), "map"), unnamed[0], layout, len(found[layout]))
+        return layout
 
     @property
     def num_maps(self) -> int:
@@ -421,6 +423,8 @@ def build_uv_albedo_model(
 ) -> tuple[UVAlbedoModelData, dict[Path, str]]:
     """Build a UV albedo model from the maps of a folder (see module docstring).
 
+    ``uv_layout_id`` "" takes the layout the maps carry (:meth:`UVMapFolder.uv_layout_id`).
+
     Returns:
         The model and the skipped files (path -> reason).
     """
@@ -429,6 +433,7 @@ def build_uv_albedo_model(
     source = UVMapFolder(input_dir, resolution, confidence_suffix, batch_size, workers)
     if not source.paths:
         raise ToolkitError(f"{input_dir}: no UV maps found (images searched recursively)")
+    uv_layout_id = uv_layout_id or source.uv_layout_id()
     logger.info("%d UV maps (%d with confidence maps) under %s", len(source.paths), len(source.confidence_paths),
                 input_dir)
     try:

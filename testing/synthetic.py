@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fitting.landmark_fit import LandmarkFitter
+from fitting.params import FaceParams
 from models.camera import PinholeCamera
+from models.config import RenderSettings
 from models.face_model import FaceModel
-from models.renderer import Renderer, RenderSettings
-
-from .landmark_fit import LandmarkFitter
-from .params import FaceParams
+from models.renderer import Renderer
 
 __all__ = ["SyntheticFaces", "make_synthetic_faces", "smooth_albedo_map", "rigid_align", "vertex_error_mm"]
 
@@ -103,14 +103,13 @@ def make_synthetic_faces(
     camera = PinholeCamera(face_model.camera_distance, image_size)
     renderer = Renderer.for_face_model(face_model, camera, RenderSettings(refresh_pixels=0.0))
     with torch.no_grad():
-        out = face_model(params.identity, params.expression, params.rotation, params.translation)
+        out = params.posed(face_model)
         render = renderer(out.vertices, albedo_map, params.gamma, normals=face_model.vertex_normals(out.vertices))
         if background is None:
             background = torch.full((batch, 3, image_size, image_size), 0.3)
         image = render.image.clamp(0, 1) * render.mask + background.to(device) * (1 - render.mask)
         fitter = LandmarkFitter(face_model, camera)
-        theta = torch.cat([params.angles, params.translation, params.identity, params.expression], 1)
-        landmarks = fitter._project(params, fitter._select_contour(theta))
+        landmarks = fitter.project(params, fitter.select_contour(params))
     return SyntheticFaces(image, landmarks, render.mask, params, albedo_map, out.vertices)
 
 

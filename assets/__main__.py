@@ -1,4 +1,4 @@
-"""``python -m utils.assets``: install face models, list them, check checkpoints.
+"""``python -m assets``: install face models, list them, check checkpoints.
 
 Installing holds a lock on ``$UVAPM_HOME/face_models`` (:mod:`utils.locking`),
 so two installs at once do not race; a bad source is a one-line error naming
@@ -38,7 +38,7 @@ def _download(url: str, folder: Path) -> Path:
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         raise MissingAssetError(
             f"could not download the ICT-FaceKit archive from {url} ({getattr(err, 'reason', err)}). "
-            "Offline? Pass a local copy: python -m utils.assets install ict --from PATH "
+            "Offline? Pass a local copy: python -m assets install ict --from PATH "
             "(ict_facexmodel.tar.xz, the repository .zip, or an unpacked FaceXModel/ folder)"
         ) from None
     return target
@@ -75,7 +75,7 @@ def _save(name: str, data) -> Path:
 
 
 def install(name: str, source: str | None) -> Path:
-    with FolderLock(face_model_path(name).parent, f"utils.assets install {name}"):
+    with FolderLock(face_model_path(name).parent, f"assets install {name}"):
         return _install(name, source)
 
 
@@ -121,7 +121,7 @@ def check(checkpoints_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.assets", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m assets", description=__doc__)
     add_logging_args(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p_install = sub.add_parser("install", help="convert a face model into $UVAPM_HOME")

@@ -1,0 +1,81 @@
+"""Re-render metrics: each stage's albedo rendered with the final shape and light, against the photo.
+
+:class:`ReRenderEvaluation` is the last stage of a fit. For every albedo map
+in the state it renders the face at 224 px (and, for the texture stages, at
+the detail crop's resolution), composites the render on the crop and scores
+it inside the skin mask: PSNR, SSIM and high-frequency PSNR. These numbers
+say how well the photo is explained, not whether the albedo is right.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from models.camera import PinholeCamera
+from models.config import RenderSettings
+from models.face_model import FaceModel
+from models.renderer import Renderer
+
+from .metrics import high_frequency_psnr, masked_psnr, masked_ssim
+from .shape import fit_mask
+from .structures import FaceBatch, FitState
+
+__all__ = ["ReRenderEvaluation"]
+
+
+class ReRenderEvaluation:
+    """Renders, composites and metrics of every stage's albedo (a :class:`~fitting.structures.Stage`).
+
+    Sets ``state.renders`` (stage -> (B, 3, 224, 224) composites), ``state.render_mask`` and the metrics
+    ``<stage>_psnr``, ``<stage>_ssim``, ``<stage>_high_freq_psnr`` (224 px; ``_<D>`` at the detail crop size
+    for the texture stages), ``landmark_error``, ``landmark_error_landmark_fit`` and ``unwrap_coverage``.
+
+    Args:
+        face_model: the face model.
+        detail_size: side D of ``batch.detail_image``.
+    """
+
+    name = "evaluate"
+
+    def __init__(self, face_model: FaceModel, detail_size: int):
+        self.model = face_model
+        self.renderers = {
+            size: Renderer.for_face_model(face_model, PinholeCamera(face_model.camera_distance, size),
+                                          RenderSettings(refresh_pixels=0.0))
+            for size in (224, detail_size)
+        }
+
+    @torch.no_grad()
+    def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
+        maps = state.albedo_maps
+        renders, metrics, render_mask = self._evaluate(batch.image, batch, state, maps, "")
+        later = {k: v for k, v in maps.items() if k != "stage1"}
+        if later:  # the texture stages again at the detail crop's resolution
+            size = batch.detail_image.shape[-1]
+            metrics.update(self._evaluate(batch.detail_image, batch, state, later, f"_{size}")[1])
+        metrics["landmark_error"] = state.landmark_error
+        metrics["landmark_error_landmark_fit"] = state.landmark_error_initial
+        if state.unwrapped is not None:
+            metrics["unwrap_coverage"] = state.unwrapped.coverage
+        return state.updated(renders=renders, render_mask=render_mask, metrics=metrics)
+
+    def _evaluate(self, image: torch.Tensor, batch: FaceBatch, state: FitState, maps: dict, suffix: str):
+        size = image.shape[-1]
+        resize = lambda m: F.interpolate(m, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        skin, parse = resize(batch.skin_mask), resize(batch.parse_mask)
+        params = state.params
+        vertices = params.posed(self.model).vertices
+        normals = self.model.vertex_normals(vertices)
+        renders, metrics = {}, {}
+        render_mask = None
+        for stage, uv in maps.items():
+            out = self.renderers[size](vertices, uv, params.gamma, normals=normals)
+            render_mask = out.mask
+            mask = fit_mask(out.mask, skin, parse)
+            rendered = out.image.clamp(0, 1)
+            renders[stage] = rendered * out.mask + image * (1 - out.mask)
+            metrics[f"{stage}_psnr{suffix}"] = masked_psnr(rendered, image, mask)
+            metrics[f"{stage}_ssim{suffix}"] = masked_ssim(rendered, image, mask)
+            metrics[f"{stage}_high_freq_psnr{suffix}"] = high_frequency_psnr(rendered, image, mask)
+        return renders, metrics, render_mask

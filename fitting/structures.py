@@ -1,0 +1,342 @@
+"""The data that flows between the stages of a reconstruction.
+
+* :class:`ProcessedFace`: one face after preprocessing, as stored in
+  ``processed_data/<name>.pt`` (:meth:`ProcessedFace.save` / :meth:`ProcessedFace.load`).
+* :class:`FaceBatch`: the faces fitted together, stacked batch-first; what
+  every stage reads. It never changes during a fit.
+* :class:`FitState`: what the stages have produced so far. A stage is any
+  callable ``stage(batch, state) -> state`` with a ``name``
+  (:class:`Stage`); :class:`~fitting.pipeline.Pipeline` runs its list of
+  stages in order, starting from an empty state.
+* :class:`FaceResult`: one face's slice of the final state, which is all
+  :mod:`fitting.outputs` reads.
+
+Shapes follow :mod:`models` (pixels from the top-left corner, y down, pixel
+centres at +0.5; images (B, 3, H, W) in [0, 1]). S = 224 is the aligned crop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.atomic import save_torch
+from utils.errors import FileFormatError
+from utils.safe_load import load_torch
+
+from .params import FaceParams
+from .preprocess.alignment import CROP_SIZE, warp_to_crop
+
+__all__ = [
+    "PROCESSED_FORMAT_VERSION",
+    "ProcessedInfo",
+    "ProcessedFace",
+    "FaceBatch",
+    "FitState",
+    "FaceResult",
+    "Stage",
+]
+
+#: Version of the processed-face file; files with another version are refused.
+PROCESSED_FORMAT_VERSION = "1"
+
+
+@dataclass
+class ProcessedInfo:
+    """Where a processed face came from (all strings).
+
+    Attributes:
+        source: the photo's path.
+        detector: the detector that found the face (``hog``, ``cnn``, ...).
+        landmarks: the landmark predictor and its model file.
+        masks: how the masks were made (``bisenet`` or ``landmarks+skin-colour``).
+        template: the alignment template.
+        format_version: :data:`PROCESSED_FORMAT_VERSION`.
+    """
+
+    source: str = ""
+    detector: str = ""
+    landmarks: str = ""
+    masks: str = ""
+    template: str = ""
+    format_version: str = PROCESSED_FORMAT_VERSION
+
+
+@dataclass
+class ProcessedFace:
+    """One preprocessed face (tensors float32 on the CPU, with a leading batch dimension of 1).
+
+    The file (``torch.load(path, weights_only=True)``) is a dict of these
+    fields, ``info`` as a dict of strings. Differences from the reference's
+    ``processed_data/*.pt`` (official_formats.md §4.7): landmarks are y-down,
+    the masks are single-channel, the ArcFace matrix ``M`` is not stored (it
+    is a function of the landmarks) and ``transform`` replaces ``trans_params``.
+
+    Attributes:
+        image: (1, 3, S, S) aligned crop, RGB in [0, 1].
+        landmarks: (1, 68, 2) iBUG-68 landmarks in crop pixels.
+        landmarks_original: (1, 68, 2) the same in photo pixels.
+        points5: (1, 5, 2) eye centres, nose tip, mouth corners in crop pixels.
+        transform: (1, 2, 3) photo pixels -> crop pixels.
+        inverse_transform: (1, 2, 3) crop pixels -> photo pixels.
+        skin_mask, parse_mask: (1, 1, S, S) in [0, 1].
+        detector_score: (1,) the detector's confidence.
+        face_box: (1, 4) x0, y0, x1, y1 in photo pixels.
+        original_size: (2,) int64 photo height, width.
+        info: provenance.
+    """
+
+    image: torch.Tensor
+    landmarks: torch.Tensor
+    landmarks_original: torch.Tensor
+    points5: torch.Tensor
+    transform: torch.Tensor
+    inverse_transform: torch.Tensor
+    skin_mask: torch.Tensor
+    parse_mask: torch.Tensor
+    detector_score: torch.Tensor
+    face_box: torch.Tensor
+    original_size: torch.Tensor
+    info: ProcessedInfo = field(default_factory=ProcessedInfo)
+
+    #: field -> (shape, dtype) of the stored tensors.
+    SCHEMA = {
+        "image": ((1, 3, CROP_SIZE, CROP_SIZE), torch.float32),
+        "landmarks": ((1, 68, 2), torch.float32),
+        "landmarks_original": ((1, 68, 2), torch.float32),
+        "points5": ((1, 5, 2), torch.float32),
+        "transform": ((1, 2, 3), torch.float32),
+        "inverse_transform": ((1, 2, 3), torch.float32),
+        "skin_mask": ((1, 1, CROP_SIZE, CROP_SIZE), torch.float32),
+        "parse_mask": ((1, 1, CROP_SIZE, CROP_SIZE), torch.float32),
+        "detector_score": ((1,), torch.float32),
+        "face_box": ((1, 4), torch.float32),
+        "original_size": ((2,), torch.int64),
+    }
+
+    def to_dict(self) -> dict:
+        """The file's content: the tensors and ``info`` as a dict of strings."""
+        return {**{name: getattr(self, name) for name in self.SCHEMA}, "info": asdict(self.info)}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the face atomically."""
+        save_torch(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ProcessedFace:
+        """Read a processed ``.pt`` file and check its keys, shapes, types and value ranges.
+
+        Raises:
+            FileFormatError: unreadable, not a processed file, or a wrong shape.
+        """
+        data = load_torch(path)
+        if not isinstance(data, dict):
+            raise FileFormatError(path, "not a processed face file (expected a dict)")
+        missing = [k for k in (*cls.SCHEMA, "info") if k not in data]
+        if missing:
+            raise FileFormatError(path, f"not a processed face file: missing keys {missing}")
+        for key, (shape, dtype) in cls.SCHEMA.items():
+            value = data[key]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or value.dtype != dtype:
+                got = f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+                raise FileFormatError(path, f"{key!r} is {got}, expected {shape} {dtype}")
+        info = data["info"]
+        keys = [f.name for f in fields(ProcessedInfo)]
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in keys):
+            raise FileFormatError(path, f"'info' must be a dict with string entries {keys}")
+        if info["format_version"] != PROCESSED_FORMAT_VERSION:
+            raise FileFormatError(path, f"format_version {info['format_version']!r}, expected "
+                                        f"{PROCESSED_FORMAT_VERSION!r}")
+        for key in ("image", "skin_mask", "parse_mask"):
+            value = data[key]
+            if not torch.isfinite(value).all() or value.min() < 0.0 or value.max() > 1.0:
+                raise FileFormatError(path, f"{key!r} has values outside [0, 1]")
+        return cls(**{k: data[k] for k in cls.SCHEMA}, info=ProcessedInfo(**{k: info[k] for k in keys}))
+
+
+@dataclass
+class FaceBatch:
+    """The faces of one fit, batch-first; the input of every stage.
+
+    Attributes:
+        names: (B,) face names (output folder names).
+        image: (B, 3, S, S) aligned crops.
+        landmarks: (B, 68, 2) detected landmarks in crop pixels.
+        skin_mask, parse_mask: (B, 1, S, S).
+        detail_image: (B, 3, D, D) the photo re-warped into the same crop at
+            the detail resolution D (the crop upsampled when the photo is missing).
+        faces: the processed faces (None for batches built from tensors).
+        photos: each face's photo as (H, W, 3) uint8, or None.
+    """
+
+    names: list[str]
+    image: torch.Tensor
+    landmarks: torch.Tensor
+    skin_mask: torch.Tensor
+    parse_mask: torch.Tensor
+    detail_image: torch.Tensor
+    faces: list[ProcessedFace] | None = None
+    photos: list[np.ndarray | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.image.device
+
+    @classmethod
+    def from_faces(cls, names: list[str], faces: list[ProcessedFace], photos: list[np.ndarray | None],
+                   detail_size: int, device: torch.device | str = "cpu") -> FaceBatch:
+        """Stack processed faces; ``detail_image`` is each photo re-warped at ``detail_size``."""
+        stack = lambda key: torch.cat([getattr(f, key) for f in faces]).to(device)  # noqa: E731
+        image = stack("image")
+        crops = []
+        for face, photo, crop in zip(faces, photos, image):
+            if photo is None:
+                crops.append(_resize(crop[None], detail_size, "bicubic")[0].clamp(0, 1))
+                continue
+            transform = face.transform[0].double().numpy() * (detail_size / image.shape[-1])
+            warped = warp_to_crop(photo, transform, detail_size)
+            crops.append(torch.from_numpy(warped).permute(2, 0, 1).float().div(255.0).to(device))
+        return cls(list(names), image, stack("landmarks"), stack("skin_mask"), stack("parse_mask"),
+                   torch.stack(crops), list(faces), list(photos))
+
+    @classmethod
+    def from_tensors(cls, image: torch.Tensor, landmarks: torch.Tensor, skin_mask: torch.Tensor,
+                     parse_mask: torch.Tensor | None = None, detail_image: torch.Tensor | None = None,
+                     detail_size: int = 512, names: list[str] | None = None) -> FaceBatch:
+        """A batch of synthetic or already-stacked inputs (no processed files or photos).
+
+        ``parse_mask`` defaults to ones and ``detail_image`` to ``image`` upsampled to ``detail_size``.
+        """
+        B = image.shape[0]
+        parse_mask = torch.ones_like(skin_mask) if parse_mask is None else parse_mask
+        if detail_image is None:
+            detail_image = _resize(image, detail_size, "bicubic").clamp(0, 1)
+        return cls(names or [f"face{b}" for b in range(B)], image, landmarks, skin_mask, parse_mask, detail_image)
+
+
+@dataclass
+class FitState:
+    """What the stages have produced for a batch (every tensor batch-first).
+
+    Attributes:
+        params: the current parameters (None before stage 1).
+        landmarks: (B, 68, 2) fitted landmarks in crop pixels (jaw on the silhouette).
+        landmark_error: (B,) fitted vs detected landmarks, normalised by the
+            outer-eye-corner distance (agreement with the detector, not accuracy).
+        landmark_error_initial: (B,) the same after the landmark fit alone.
+        unwrapped: the unwrapped photo texture (:class:`~fitting.unwrap.UnwrapResult`).
+        albedo_maps: stage name -> (B, 3, R, R) UV albedo, in the order the stages ran
+            (``stage1``: the low-resolution proxy; ``stage2``: the coarse UVAPM
+            albedo; ``stage3``: with detail).
+        histories: stage name -> per-step loss terms (per face).
+        renders: stage name -> (B, 3, S, S) re-render composited on the crop.
+        render_mask: (B, 1, S, S) rendered face region.
+        metrics: name -> (B,) numbers for ``metrics.json``.
+        seconds: stage name -> seconds for the whole batch.
+    """
+
+    params: FaceParams | None = None
+    landmarks: torch.Tensor | None = None
+    landmark_error: torch.Tensor | None = None
+    landmark_error_initial: torch.Tensor | None = None
+    unwrapped: object | None = None
+    albedo_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    histories: dict[str, list] = field(default_factory=dict)
+    renders: dict[str, torch.Tensor] = field(default_factory=dict)
+    render_mask: torch.Tensor | None = None
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def updated(self, **changes) -> FitState:
+        """A copy with ``changes``; dict fields given here are merged into the current ones."""
+        merged = {k: {**getattr(self, k), **v} if isinstance(getattr(self, k), dict) else v
+                  for k, v in changes.items()}
+        return replace(self, **merged)
+
+    @property
+    def final_stage(self) -> str:
+        """The last stage that produced an albedo map ("" before stage 1)."""
+        return next(reversed(self.albedo_maps), "")
+
+
+class Stage(Protocol):
+    """A step of the reconstruction: reads the batch and the state, returns the new state."""
+
+    name: str
+
+    def __call__(self, batch: FaceBatch, state: FitState) -> FitState: ...
+
+
+@dataclass
+class FaceResult:
+    """One face's share of a fit: what :func:`fitting.outputs.write_face_outputs` writes.
+
+    Attributes:
+        name: the face's name.
+        face: its processed face (None for synthetic batches).
+        photo: its photo (H, W, 3) uint8, or None.
+        params: its parameters (batch of 1).
+        landmarks: (68, 2) fitted landmarks in crop pixels.
+        albedo_maps: stage name -> (3, R, R), in the order the stages ran.
+        uv_texture, uv_confidence: (3, R, R), (1, R, R) unwrapped texture (filled) and its confidence.
+        renders: stage name -> (3, S, S) re-render composited on the crop.
+        render_mask: (1, S, S).
+        histories: stage name -> per-step loss terms of this face.
+        metrics: name -> float.
+        seconds: stage name -> seconds (the batch's time divided by its size).
+    """
+
+    name: str
+    face: ProcessedFace | None
+    photo: np.ndarray | None
+    params: FaceParams
+    landmarks: torch.Tensor
+    albedo_maps: dict[str, torch.Tensor]
+    uv_texture: torch.Tensor
+    uv_confidence: torch.Tensor
+    renders: dict[str, torch.Tensor]
+    render_mask: torch.Tensor
+    histories: dict[str, list]
+    metrics: dict[str, float]
+    seconds: dict[str, float]
+
+    @property
+    def final_stage(self) -> str:
+        return next(reversed(self.albedo_maps), "")
+
+    @classmethod
+    def split(cls, batch: FaceBatch, state: FitState) -> list[FaceResult]:
+        """One result per face of ``batch`` (tensors on the CPU)."""
+        B = len(batch)
+        out = []
+        for b in range(B):
+            out.append(cls(
+                name=batch.names[b],
+                face=batch.faces[b] if batch.faces else None,
+                photo=batch.photos[b] if batch.photos else None,
+                params=state.params.select(slice(b, b + 1)),
+                landmarks=state.landmarks[b].cpu(),
+                albedo_maps={k: v[b].cpu() for k, v in state.albedo_maps.items()},
+                uv_texture=state.unwrapped.filled[b].cpu(),
+                uv_confidence=state.unwrapped.confidence[b].cpu(),
+                renders={k: v[b].cpu() for k, v in state.renders.items()},
+                render_mask=state.render_mask[b].cpu(),
+                histories={k: [{n: v[b] for n, v in step.items()} for step in h] for k, h in state.histories.items()},
+                metrics={k: float(v[b]) for k, v in state.metrics.items()},
+                seconds={k: v / B for k, v in state.seconds.items()},
+            ))
+        return out
+
+
+def _resize(image: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    if image.shape[-1] == size:
+        return image
+    return F.interpolate(image, size=size, mode=mode, align_corners=False)

@@ -1,0 +1,64 @@
+"""Frequency bands of images and UV maps (pure functions, batch-first).
+
+Two different "high-pass" filters are used in the toolkit, named for what
+they remove:
+
+* :func:`area_high_pass` removes what a map of a smaller resolution can hold
+  (area-downsample, bilinear upsample back): the detail generator's detail is
+  ``map - area_low_pass(map, uvapm_resolution)``, exactly the frequencies the
+  coarse UV albedo model cannot represent.
+* :func:`gaussian_high_pass` removes a Gaussian blur of a given sigma: the
+  fine band of a photo or render (pores, stubble) that stage 3's loss and the
+  high-frequency PSNR look at.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["area_low_pass", "area_high_pass", "gaussian_blur", "gaussian_high_pass"]
+
+
+def area_low_pass(maps: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Area-downsample to ``resolution`` and bilinearly upsample back.
+
+    Args:
+        maps: (B, C, H, W) with H, W > ``resolution``.
+        resolution: side of the intermediate map (the UVAPM resolution).
+
+    Returns:
+        (B, C, H, W), the part of ``maps`` a ``resolution``-sized map holds.
+    """
+    height, width = maps.shape[-2:]
+    if resolution >= min(height, width):
+        raise ValueError(f"low-pass resolution {resolution} must be below the map size {height}x{width}")
+    small = F.interpolate(maps, size=(resolution, resolution), mode="area")
+    return F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def area_high_pass(maps: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``maps - area_low_pass(maps, resolution)``: (B, C, H, W) signed detail."""
+    return maps - area_low_pass(maps, resolution)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflected borders, (B, C, H, W) -> (B, C, H, W).
+
+    The kernel has radius ``max(1, round(3 sigma))`` pixels.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    radius = max(1, int(3 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    C = image.shape[1]
+    padded = F.pad(image, (radius, radius, radius, radius), mode="reflect")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+    return F.conv2d(blurred, kernel.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+
+
+def gaussian_high_pass(image: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """``image - gaussian_blur(image, sigma)``: (B, C, H, W), the fine-detail band."""
+    return image - gaussian_blur(image, sigma)

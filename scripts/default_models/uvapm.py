@@ -1,0 +1,104 @@
+"""Step ``uvapm``: the UV albedo model, its resolution and K chosen by validation prediction PSNR."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from assets import load_installed_face_model
+from models.uv_albedo_model import UVAlbedoModel, UVAlbedoModelData, build_uv_albedo_model, save_uv_albedo_model
+from utils.atomic import write_json
+
+from .data import load_maps
+
+__all__ = ["UVAPM_BUDGET_MB", "CANDIDATE_RESOLUTIONS", "CANDIDATE_K", "EVALUATION_RESOLUTION", "reconstruction_psnr",
+           "step_uvapm"]
+
+logger = logging.getLogger("uvapm.build")
+
+#: Size budget of the UVAPM's float16 basis (MB); the detail generator gets the rest of 25 MB.
+UVAPM_BUDGET_MB = 16.0
+CANDIDATE_RESOLUTIONS = (128, 256)
+CANDIDATE_K = (5, 10, 20, 30, 40, 60, 80, 100, 120, 150)
+#: Resolution at which every candidate is compared with the validation maps.
+EVALUATION_RESOLUTION = max(CANDIDATE_RESOLUTIONS)
+
+
+def _blocks(resolution: int, block: int = 16) -> torch.Tensor:
+    """(1, 1, R, R) checkerboard of ``block``-texel squares (1 on the "fit" squares)."""
+    index = torch.arange(resolution) // block
+    return ((index[:, None] + index[None, :]) % 2 == 0).float()[None, None]
+
+
+def reconstruction_psnr(model: UVAlbedoModel, maps: torch.Tensor, confidence: torch.Tensor,
+                        ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well the model represents and predicts maps (PSNR (N,) each, texels with confidence > 0.5).
+
+    * ``fit``: the coefficients are estimated from every seen texel and scored
+      on the same texels (in-sample; more components always help);
+    * ``predict``: they are estimated from half the texels (a checkerboard of
+      16-texel squares) and scored on the other half, so it measures what the
+      model knows about texels it was not given: the quantity that matters
+      when a fit must complete unseen parts of a face.
+
+    Maps at another resolution than the model's are compared at theirs.
+    """
+    sure = (confidence > 0.5).float()
+    blocks = _blocks(maps.shape[-1]).to(maps)
+
+    def psnr(fit_weights, score_mask):
+        with torch.no_grad():
+            recon = model(model.encode(maps, fit_weights, ridge=ridge), out_resolution=maps.shape[-1])
+        mask = score_mask.expand_as(maps)
+        mse = ((recon - maps) ** 2 * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+        return -10 * torch.log10(mse)
+
+    return psnr(confidence, sure), psnr(confidence * blocks, sure * (1 - blocks))
+
+
+def _truncate(data: UVAlbedoModelData, k: int) -> UVAlbedoModelData:
+    """The model with its first k components per channel (PCA components are nested)."""
+    K = data.num_components
+    keep = np.concatenate([np.arange(c * K, c * K + k) for c in range(3)])
+    return UVAlbedoModelData(mean=data.mean, basis=data.basis[:, :k], std=data.std[:, :k],
+                             explained_variance_ratio=data.explained_variance_ratio[:, :k],
+                             uv_layout_id=data.uv_layout_id, num_maps=data.num_maps,
+                             coefficient_covariance=data.coefficient_covariance[np.ix_(keep, keep)])
+
+
+def step_uvapm(args) -> dict:
+    uv = args.work / "uv"
+    layout_id = load_installed_face_model("ict").uv_layout_id
+    results, built = [], {}
+    maps, confs, _ = load_maps(uv / "val", EVALUATION_RESOLUTION)
+    train_count = len(list((uv / "train").glob("*_conf.png")))
+    for resolution in CANDIDATE_RESOLUTIONS:
+        max_k = max(k for k in CANDIDATE_K
+                    if 3 * k * resolution**2 * 2 / 1e6 <= UVAPM_BUDGET_MB and k < 0.8 * train_count)
+        data, skipped = build_uv_albedo_model(uv / "train", components=max_k, resolution=resolution,
+                                              uv_layout_id=layout_id, seed=args.seed, progress=not args.quiet)
+        if skipped:
+            logger.warning("%d training maps skipped: %s", len(skipped), skipped)
+        built[resolution] = data
+        for k in CANDIDATE_K:
+            if k > max_k:
+                continue
+            fit, predict = reconstruction_psnr(UVAlbedoModel(_truncate(data, k)), maps, confs)
+            results.append({"resolution": resolution, "K": k, "val_psnr": float(predict.mean()),
+                            "val_fit_psnr": float(fit.mean()), "size_mb": 3 * k * resolution**2 * 2 / 1e6})
+            logger.info("R=%d K=%d: validation prediction PSNR %.2f dB (in-sample %.2f dB)", resolution, k,
+                        results[-1]["val_psnr"], results[-1]["val_fit_psnr"])
+    best_psnr = max(r["val_psnr"] for r in results)
+    # the smallest model within 0.1 dB of the best prediction
+    chosen = min((r for r in results if r["val_psnr"] >= best_psnr - 0.1), key=lambda r: r["size_mb"])
+    data = _truncate(built[chosen["resolution"]], chosen["K"])
+    save_uv_albedo_model(args.output_dir / "uvapm_ict.npz", data, basis_dtype=np.float16)
+    summary = {"candidates": results, "chosen": chosen,
+               "explained_variance": data.explained_variance_ratio.sum(1).tolist(), "num_maps": data.num_maps}
+    write_json(args.work / "uvapm_selection.json", summary)
+    logger.info("chosen R=%d K=%d (%.2f dB)", chosen["resolution"], chosen["K"], chosen["val_psnr"])
+    return summary
+
+
