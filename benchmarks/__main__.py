@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick]``: the synthetic ground-truth, real-photo and speed benchmarks in turn.
+"""``python -m benchmarks [--quick]``: the benchmarks in turn (landmarks, synthetic truth, real photos, light, speed).
 
 Each runs in its own process (so its peak memory is its own) and writes
 its table to ``benchmarks/results/`` (see its module); the shared options
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("synthetic_gt", "real_photos", "speed")
+BENCHMARKS = ("landmarks", "synthetic_gt", "real_photos", "light_invariance", "speed")
 
 
 def main(argv=None) -> int:

@@ -6,34 +6,33 @@ from the ICT prior, a head pose, SH lighting (a random coloured part, sigma
 0.05 on each of the 27 coefficients at every level, plus one white
 directional light), a known UV albedo, composited on a random
 crop of a real photo (``--backgrounds``, default the shared group photos),
-with Gaussian sensor noise and JPEG compression. The pipeline gets what
-preprocessing would give it: the 224 crop (the photo scaled by 224/512, so
-``transform`` is that scale), the true projected landmarks (jaw on the
-silhouette) plus Gaussian noise, and the default landmark + skin-colour masks
-(:func:`fitting.preprocess.masks.landmark_masks`) computed on the noisy crop. Landmarks
-are not detected with dlib: the render has no hair, ears or neck, which is
-not what dlib was trained on, and its failures would measure dlib rather
-than the fit; the noise stands for its error.
+with Gaussian sensor noise and JPEG compression. The whole head is rendered
+(the face region textured, the rest of the head in the map's skin colour).
+The pipeline sees only that photo: it goes through the real preprocessing
+(detection, FaceMesh's dense points or dlib's 68 where FaceMesh finds no
+face, alignment and the default masks), exactly like a photo; a face the
+detectors miss is counted as a failure (``faces`` is detected / rendered).
 
 Difficulties (``--difficulty``):
 
-======  =========  ===========  ===================  ===========  ====  ==============
-level   yaw        pitch        directional light    pixel noise  JPEG  landmark noise
-======  =========  ===========  ===================  ===========  ====  ==============
-easy    +-15 deg   +-10 deg     0.08 per axis        sigma 0.005  95    1.0 px
-medium  +-30 deg   +-15 deg     0.16 per axis        sigma 0.01   85    1.5 px
-hard    +-45 deg   +-20 deg     0.28 per axis        sigma 0.02   70    2.0 px
-======  =========  ===========  ===================  ===========  ====  ==============
+======  =========  ===========  ===================  ===========  ====
+level   yaw        pitch        directional light    pixel noise  JPEG
+======  =========  ===========  ===================  ===========  ====
+easy    +-15 deg   +-10 deg     0.08 per axis        sigma 0.005  95
+medium  +-30 deg   +-15 deg     0.16 per axis        sigma 0.01   85
+hard    +-45 deg   +-20 deg     0.28 per axis        sigma 0.02   70
+======  =========  ===========  ===================  ===========  ====
 
 (uniform poses; the light's SH direction is Gaussian with that standard
 deviation per axis; against the 0.71 ambient, 0.28 puts the far side of the
-face in near darkness; noise in [0, 1] units; landmark noise per coordinate
-in 224-crop pixels.)
+face in near darkness; noise in [0, 1] units.)
 
-Albedo truth: held-out unwrapped textures (``--albedo_dir``, e.g. the
-``uv/test`` folder of ``scripts/build_default_models.py``: photos that built
-neither model), else maps sampled from the UVAPM's prior (inside the model,
-and without detail: an easy case for stage 2, a hard one for stage 3).
+Albedo truth: by default the full unwrapped textures (features included:
+:func:`testing.textures.photo_textures`) of photos of the default models'
+test split (``scripts/default_models/data.split_names``: photos that built
+neither model), ``--textures`` of them; or the maps of ``--albedo_dir``; or
+with ``--albedo_dir uvapm``, maps sampled from the UVAPM's prior (inside the
+model and without features or detail).
 
 Scores (the functions below take truth and estimate and can be called
 directly), in UV at the true map's resolution:
@@ -50,9 +49,9 @@ directly), in UV at the true map's resolution:
   forgive it);
 * **vertex error**: mean distance over the face region after rigid
   alignment, in mm;
-* **landmark error**: the fitted landmarks against the noise-free truth,
-  divided by the true outer-eye-corner distance (the input landmarks' own
-  error is listed beside it);
+* **landmark error**: the fitted 68 landmarks (jaw on the silhouette)
+  against the true ones, divided by the true outer-eye-corner distance (the
+  detected landmarks' own error is listed beside it);
 * **lighting error**: mean absolute difference between the fitted and true
   SH shading over camera-facing unit normals, the fitted shading divided by
   the albedo gain, relative to the mean true shading.
@@ -90,9 +89,9 @@ from fitting.landmark_fit import normalized_landmark_error
 from fitting.metrics import masked_psnr, masked_ssim
 from fitting.params import FaceParams
 from fitting.pipeline import Pipeline
-from fitting.preprocess.alignment import CROP_SIZE, warp_to_crop
-from fitting.preprocess.masks import landmark_masks
-from fitting.structures import FaceBatch, FaceResult
+from fitting.preprocess.alignment import CROP_SIZE, apply_affine
+from fitting.preprocess.preprocessor import PreprocessError, Preprocessor
+from fitting.structures import FaceResult, ProcessedFace
 from fitting.unwrap import unwrap_texture
 from models.face_model import FaceModel
 from models.lighting import sphere_normals
@@ -100,6 +99,7 @@ from models.shading import sh_shading
 from models.uv_albedo_model import UVAlbedoModel
 from models.uv_layout import UVLayout
 from testing.synthetic import make_synthetic_faces, vertex_error_mm
+from testing.textures import photo_textures
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image, write_image
 from utils.runtime import resolve_device, seed_everything
@@ -130,13 +130,12 @@ class Difficulty:
     light_strength: float
     noise_sigma: float
     jpeg_quality: int
-    landmark_sigma_px: float
 
 
 DIFFICULTIES = {
-    "easy": Difficulty(15.0, 10.0, 0.08, 0.005, 95, 1.0),
-    "medium": Difficulty(30.0, 15.0, 0.16, 0.01, 85, 1.5),
-    "hard": Difficulty(45.0, 20.0, 0.28, 0.02, 70, 2.0),
+    "easy": Difficulty(15.0, 10.0, 0.08, 0.005, 95),
+    "medium": Difficulty(30.0, 15.0, 0.16, 0.01, 85),
+    "hard": Difficulty(45.0, 20.0, 0.28, 0.02, 70),
 }
 
 
@@ -279,22 +278,23 @@ def score(face_model: FaceModel, truth: GroundTruth, estimate: Estimate, masks: 
 
 
 class SceneMaker:
-    """Synthetic faces and the pipeline inputs made from them (seeded per face).
+    """Synthetic faces and the pipeline inputs made from them by the real preprocessing (seeded per face).
 
     Args:
         face_model: the face model (on the CPU).
         backgrounds: photos to crop backgrounds from.
-        albedo_maps: held-out UV textures, or None to sample ``uvapm``'s prior.
+        albedo_maps: (3, R, R) albedo truths, or None to sample ``uvapm``'s prior.
         uvapm: the UV albedo model (on any device).
+        preprocessor: the preprocessing every photo gets.
         seed: base seed.
     """
 
-    def __init__(self, face_model: FaceModel, backgrounds: list[Path], albedo_maps: list[Path] | None,
-                 uvapm: UVAlbedoModel, seed: int):
+    def __init__(self, face_model: FaceModel, backgrounds: list[Path], albedo_maps: list[torch.Tensor] | None,
+                 uvapm: UVAlbedoModel, preprocessor: Preprocessor, seed: int):
         if not backgrounds:
             raise ToolkitError("no background photos found (see --backgrounds)")
         self.face_model, self.backgrounds, self.albedo_maps = face_model, backgrounds, albedo_maps
-        self.uvapm, self.seed = uvapm, seed
+        self.uvapm, self.preprocessor, self.seed = uvapm, preprocessor, seed
 
     def _background(self, rng: np.random.Generator) -> torch.Tensor:
         photo = read_image(self.backgrounds[rng.integers(len(self.backgrounds))])
@@ -309,39 +309,34 @@ class SceneMaker:
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             with torch.no_grad():
                 return self.uvapm.sample(1, generator).clamp(0, 1).cpu()
-        texture = read_image(self.albedo_maps[rng.integers(len(self.albedo_maps))])
-        return torch.from_numpy(texture.copy()).permute(2, 0, 1)[None].float() / 255.0
+        return self.albedo_maps[rng.integers(len(self.albedo_maps))][None]
 
-    def make(self, level: str, index: int, detail_size: int) -> tuple[FaceBatch, GroundTruth, torch.Tensor]:
-        """Face ``index`` of a difficulty level: the pipeline input (its photo re-warped at ``detail_size`` for
-        the detail stages), the truth and the clean (1, 3, 224, 224) crop."""
+    def make(self, level: str, index: int) -> tuple[str, np.ndarray, ProcessedFace | None, GroundTruth]:
+        """Face ``index`` of a difficulty level: its name, photo, processed face (None when no face is found)
+        and truth (landmarks in the processed crop's pixels)."""
         difficulty = DIFFICULTIES[level]
         rng = np.random.default_rng([self.seed, list(DIFFICULTIES).index(level), index])
         synthetic = make_synthetic_faces(
             self.face_model, 1, seed=int(rng.integers(2**31)), max_yaw_deg=difficulty.max_yaw_deg,
             max_pitch_deg=difficulty.max_pitch_deg, light_strength=difficulty.light_strength,
-            albedo_map=self._albedo(rng), background=self._background(rng), image_size=PHOTO_SIZE,
+            albedo_map=self._albedo(rng), background=self._background(rng), image_size=PHOTO_SIZE, head=True,
         )
         clean = synthetic.image[0].permute(1, 2, 0).numpy()
         noisy = np.clip(clean + rng.normal(0.0, difficulty.noise_sigma, clean.shape), 0, 1)
         _, jpeg = cv2.imencode(".jpg", cv2.cvtColor((noisy * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, difficulty.jpeg_quality])
         photo = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        scale = CROP_SIZE / PHOTO_SIZE
-        transform = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
-        crop = warp_to_crop(photo, transform, CROP_SIZE)
-        true_landmarks = synthetic.landmarks * scale
-        landmarks = true_landmarks + torch.from_numpy(rng.normal(0.0, difficulty.landmark_sigma_px, (1, 68, 2))).float()
-        skin, parse = landmark_masks(crop, landmarks[0].numpy())
-        detail = warp_to_crop(photo, transform * (detail_size / CROP_SIZE), detail_size)
-        to_tensor = lambda image: torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
-        batch = FaceBatch.from_tensors(to_tensor(crop), landmarks, torch.from_numpy(skin)[None, None],
-                                       torch.from_numpy(parse)[None, None], detail_image=to_tensor(detail),
-                                       names=[f"{level}_{index:03d}"])
-        clean_crop = F.interpolate(synthetic.image, size=CROP_SIZE, mode="area")
-        truth = GroundTruth(synthetic.params.to("cpu"), synthetic.vertices.cpu(), true_landmarks.cpu(),
-                            synthetic.albedo_map.cpu())
-        return batch, truth, clean_crop
+        name = f"{level}_{index:03d}"
+        try:
+            face = self.preprocessor(photo, source=name)[0]
+        except PreprocessError:
+            face = None
+        landmarks = synthetic.landmarks[0].numpy().astype(np.float64)  # photo pixels
+        if face is not None:
+            landmarks = apply_affine(face.transform[0].double().numpy(), landmarks)
+        truth = GroundTruth(synthetic.params.to("cpu"), synthetic.vertices.cpu(),
+                            torch.from_numpy(landmarks).float()[None], synthetic.albedo_map.cpu())
+        return name, photo, face, truth
 
 
 def estimates(pipeline: Pipeline, result: FaceResult, face_model: FaceModel) -> dict[str, Estimate]:
@@ -361,7 +356,7 @@ def estimates(pipeline: Pipeline, result: FaceResult, face_model: FaceModel) -> 
     return out
 
 
-def _montage(batch: FaceBatch, truth: GroundTruth, result: FaceResult, masks: UVMasks) -> np.ndarray:
+def _montage(result: FaceResult, truth: GroundTruth, masks: UVMasks) -> np.ndarray:
     """Crop | true albedo | unwrapped | stage 2 | stage 3 | visible (green) / unseen (red) texels, 224 px each."""
     size = CROP_SIZE
 
@@ -371,18 +366,19 @@ def _montage(batch: FaceBatch, truth: GroundTruth, result: FaceResult, masks: UV
     maps = [truth.albedo[0], result.uv_texture, result.albedo_maps["stage2"]]
     maps += [result.albedo_maps["stage3"]] if "stage3" in result.albedo_maps else []
     coverage = torch.cat([masks.unseen[0], masks.visible[0], torch.zeros_like(masks.visible[0])])
-    panels = [batch.image[0], *maps, coverage]
+    panels = [result.face.image[0], *maps, coverage]
     return torch.cat([panel(p) for p in panels], 2).permute(1, 2, 0).numpy()
 
 
 def _summary_rows(records: list[dict]) -> list[dict]:
     rows = []
     for level in DIFFICULTIES:
+        total = len({r["face"] for r in records if r["difficulty"] == level})
         for method in METHODS:
             chosen = [r for r in records if r["difficulty"] == level and r["method"] == method]
             if not chosen:
                 continue
-            row = {"difficulty": level, "method": method, "faces": len(chosen)}
+            row = {"difficulty": level, "method": method, "faces": f"{len(chosen)}/{total}"}
             for name in (*SCORES, "input_landmark_error"):
                 values = np.array([r[name] for r in chosen], dtype=np.float64)
                 row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else ""
@@ -390,12 +386,39 @@ def _summary_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
+def _albedo_truths(args, face_model: FaceModel, pipeline: Pipeline) -> tuple[list[torch.Tensor] | None, str]:
+    """The albedo truths (see the module docstring) and a sentence saying what they are."""
+    if args.albedo_dir == "uvapm":
+        R = pipeline.uvapm.resolution
+        return None, f"maps sampled from the UVAPM's prior ({R}x{R}, inside the model, without features or detail)"
+    if args.albedo_dir:
+        paths = [p for p in list_images(args.albedo_dir) if not p.stem.endswith("_conf")]
+        if not paths:
+            raise ToolkitError(f"{args.albedo_dir}: no UV textures found")
+        maps = [torch.from_numpy(read_image(p).copy()).permute(2, 0, 1).float() / 255.0 for p in paths]
+        return maps, f"the {len(maps)} UV maps of {args.albedo_dir}"
+    from scripts.default_models.data import split_names
+
+    photos = {p.stem: p for p in list_images(args.photos)}
+    if not photos:
+        raise ToolkitError(f"{args.photos}: no photos for the albedo truths (see --photos or --albedo_dir)")
+    count = args.textures if args.textures is not None else (2 if args.quick else 12)
+    test = split_names(list(photos), seed=0)["test"][:count]
+    maps = photo_textures(face_model, [photos[n] for n in test], pipeline.dense_points)
+    return maps, (f"full unwrapped textures (features included) of {len(maps)} photos of the default models' test "
+                  f"split ({', '.join(test)})")
+
+
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.synthetic_gt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, help="faces per difficulty (default 10; 1 with --quick)")
     parser.add_argument("--difficulty", choices=(*DIFFICULTIES, "all"), default="all")
-    parser.add_argument("--albedo_dir", help="held-out UV textures (PNG, *_conf.png ignored); default: UVAPM prior")
+    parser.add_argument("--albedo_dir", help="albedo truths: a folder of UV maps (PNG, *_conf.png ignored), or "
+                        "'uvapm' for samples of its prior (default: textures of the recipe's test photos)")
+    parser.add_argument("--photos", default=str(common.SHARED / "data" / "faces" / "single"),
+                        help="the default models' photo set, whose test split gives the albedo truths")
+    parser.add_argument("--textures", type=int, help="test photos to take textures from (default 12; 2 quick)")
     parser.add_argument("--backgrounds", default=str(common.SHARED / "data" / "faces" / "multi"),
                         help="photos cropped for backgrounds (default: the shared group photos)")
     parser.add_argument("--output_dir", help="also write a picture per face here (crop | UV maps | texel masks)")
@@ -413,61 +436,59 @@ def run(args, argv: list[str]) -> list[dict]:
         pipeline = Pipeline(config, device)
     face_model = pipeline.face_model if device.type == "cpu" else FaceModel(
         load_installed_face_model(config.face_model))
-    albedo_maps = None
-    if args.albedo_dir:
-        albedo_maps = [p for p in list_images(args.albedo_dir) if not p.stem.endswith("_conf")]
-        if not albedo_maps:
-            raise ToolkitError(f"{args.albedo_dir}: no UV textures found")
-    maker = SceneMaker(face_model, list_images(args.backgrounds), albedo_maps, pipeline.uvapm, args.seed)
+    albedo_maps, albedo_note = _albedo_truths(args, face_model, pipeline)
+    preprocessor = Preprocessor(replace(config.preprocess, device=config.device,
+                                        checkpoints_dir=config.checkpoints_dir, visualise=False))
+    maker = SceneMaker(face_model, list_images(args.backgrounds), albedo_maps, pipeline.uvapm, preprocessor,
+                       args.seed)
     layouts: dict[int, UVLayout] = {}
     records = []
     out_dir = Path(args.output_dir) if args.output_dir else None
     jobs = [(level, i) for level in levels for i in range(n)]
     for level, index in tqdm(jobs, desc="synthetic faces", unit="face", disable=args.quiet):
-        batch, truth, clean_crop = maker.make(level, index, config.detail_crop_size)
-        batch = replace(batch, **{k: getattr(batch, k).to(device) for k in ("image", "landmarks", "skin_mask",
-                                                                            "parse_mask", "detail_image")})
-        seed_everything(config.seed)
-        result = pipeline.run(batch)[0]
+        name, photo, face, truth = maker.make(level, index)
         resolution = truth.albedo.shape[-1]
         if resolution not in layouts:
             layouts[resolution] = UVLayout(face_model, resolution)
+        clean_crop = torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE)  # only its size matters
         masks = uv_masks(face_model, truth.params, clean_crop, layouts[resolution])
-        input_error = float(normalized_landmark_error(batch.landmarks.cpu(), truth.landmarks)[0])
         angles = truth.params.angles[0] * 180 / math.pi
+        info = {"face": name, "difficulty": level, "pitch_deg": float(angles[0]), "yaw_deg": float(angles[1])}
+        if face is None:
+            records.append({**info, "method": "detection failed", "detected": 0.0})
+            continue
+        seed_everything(config.seed)
+        result = pipeline.run(pipeline.batch([name], [face], [photo]))[0]
+        input_error = float(normalized_landmark_error(face.landmarks.float(), truth.landmarks)[0])
         for method, estimate in estimates(pipeline, result, face_model).items():
             scores = score(face_model, truth, estimate, masks)
-            records.append({"face": result.name, "difficulty": level, "method": method,
-                            "pitch_deg": float(angles[0]), "yaw_deg": float(angles[1]),
-                            "input_landmark_error": input_error,
+            records.append({**info, "method": method, "detected": 1.0, "input_landmark_error": input_error,
+                            "landmark_source": face.info.landmarks.split(" ")[0],
                             **{k: float(v[0]) for k, v in scores.items()}})
         if out_dir is not None:
-            write_image(out_dir / f"{result.name}.png", _montage(batch, truth, result, masks))
+            write_image(out_dir / f"{name}.png", _montage(result, truth, masks))
     rows = _summary_rows(records)
     name = "synthetic_gt_quick" if args.quick else "synthetic_gt"
-    R = pipeline.uvapm.resolution
-    albedo_note = (f"held-out unwrapped textures from {args.albedo_dir} ({len(albedo_maps)} maps)" if albedo_maps
-                   else f"maps sampled from the UVAPM's prior ({R}x{R}, inside the model and without detail)")
     levels_note = "; ".join(f"{k}: yaw +-{d.max_yaw_deg:g} deg, pitch +-{d.max_pitch_deg:g} deg, light "
-                            f"{d.light_strength:g}, noise {d.noise_sigma:g}, JPEG {d.jpeg_quality}, landmark noise "
-                            f"{d.landmark_sigma_px:g} px" for k, d in DIFFICULTIES.items() if k in levels)
+                            f"{d.light_strength:g}, noise {d.noise_sigma:g}, JPEG {d.jpeg_quality}"
+                            for k, d in DIFFICULTIES.items() if k in levels)
     notes = (
         f"Albedo truth: {albedo_note}. Backgrounds: random crops of {args.backgrounds}. Difficulties: {levels_note}. "
-        "Input landmarks: the true projected landmarks plus Gaussian noise (sigma per coordinate, 224-crop "
-        "pixels); masks: fitting.preprocess.masks.landmark_masks on the noisy crop. Albedo PSNR/SSIM in UV at "
+        "Every photo goes through the real preprocessing (detection, FaceMesh or dlib landmarks, alignment, "
+        "default masks); faces: detected / rendered. Albedo PSNR/SSIM in UV at "
         "the truth's resolution over visible texels (true unwrapping confidence > 0.5), after one least-squares gain "
         "per colour channel (computed on the visible texels, also applied to the unseen ones) and clamping to [0, 1]; "
         "albedo_gain: that gain averaged over the channels (1: the estimate is as bright as the truth). Unseen: "
         "face texels with zero confidence (unseen_share: their share of the face texels). Vertex error: "
         "mm over the face region after rigid alignment (the mean-albedo row uses the mean face shape). Landmark "
-        "errors: mean distance / true outer-eye-corner distance (input: the noisy landmarks the fit was given). "
+        "errors: mean distance / true outer-eye-corner distance (input: the detected landmarks the fit was given). "
         "Lighting error: mean |fitted shading / gain - true shading| / mean true shading over camera-facing "
         f"normals. {models.description} Per-face values: {name}.csv."
     )
     columns = ["difficulty", "method", "faces", *SCORES, "input_landmark_error"]
     common.report(name, "Synthetic faces with known truth: albedo, shape, landmarks, lighting", rows, columns,
                   "python -m benchmarks.synthetic_gt " + " ".join(argv), notes)
-    common.write_csv(name, records, list(records[0]))
+    common.write_csv(name, records, list(dict.fromkeys(k for r in records for k in r)))
     return rows
 
 

@@ -38,8 +38,8 @@ __all__ = [
 
 
 #: Values of :attr:`PreprocessConfig.detector`, :attr:`~PreprocessConfig.landmarks` and :attr:`~PreprocessConfig.masks`.
-DETECTOR_METHODS = ("auto", "hog", "cnn")
-LANDMARK_METHODS = ("dlib", "fan")
+DETECTOR_METHODS = ("auto", "hog", "cnn", "mediapipe")
+LANDMARK_METHODS = ("facemesh", "dlib", "fan")
 MASK_METHODS = ("auto", "parsing", "landmarks")
 
 
@@ -65,10 +65,15 @@ class PreprocessConfig:
     """Detection, landmarks, alignment and masks (:mod:`fitting.preprocess`).
 
     Attributes:
-        detector: ``auto`` (HOG, then the slower CNN if HOG finds nothing; with
-            ``all_faces`` both, merged), ``hog`` or ``cnn``.
-        landmarks: ``dlib`` or ``fan`` (face-alignment, only with its weights
+        detector: ``auto`` (HOG, then the slower CNN if HOG finds nothing, then
+            MediaPipe's detectors; with ``all_faces`` all of them, merged),
+            ``hog``, ``cnn`` or ``mediapipe``.
+        landmarks: ``facemesh`` (MediaPipe FaceMesh's 478 points, the iBUG-68
+            set taken from them; dlib's 68-point predictor where FaceMesh finds
+            no face), ``dlib`` or ``fan`` (face-alignment, only with its weights
             already on this machine).
+        facemesh_table: the FaceMesh -> iBUG-68 table; '' means the project's
+            ``checkpoints/default/facemesh_ibug68.npz``.
         masks: ``auto`` (BiSeNet when its checkpoint is present, else
             landmarks), ``parsing`` or ``landmarks``.
         all_faces: process every face large enough, as ``<name>_face<k>``;
@@ -92,7 +97,8 @@ class PreprocessConfig:
     """
 
     detector: str = "auto"
-    landmarks: str = "dlib"
+    landmarks: str = "facemesh"
+    facemesh_table: str = ""
     masks: str = "auto"
     all_faces: bool = False
     min_face_size: int = 40
@@ -119,9 +125,13 @@ class LandmarkFitConfig:
         expression_prior: weight of sum(expression^2).
         robust_scale: Cauchy scale in pixels (inf: plain least squares).
         weights: per-group landmark weights (jaw, brows, nose, eyes, mouth, inner_mouth).
-        sliding_contour: let jaw landmarks slide to the silhouette.
+        sliding_contour: let the sparse jaw landmarks slide to the silhouette.
         contour_band: half-height (model units) of the band of candidate vertices.
         damping: initial Levenberg-Marquardt damping.
+        dense_weight: total weight of a face's dense points, as a multiple of the
+            68 sparse points' total (they are many and their errors correlated).
+        visibility_cos: a dense point's weight falls from 1 to 0 as the cosine
+            between its normal and the direction to the camera drops from this to 0.
     """
 
     rigid_iterations: int = 8
@@ -135,6 +145,8 @@ class LandmarkFitConfig:
     sliding_contour: bool = True
     contour_band: float = 0.35
     damping: float = 1e-2
+    dense_weight: float = 2.0
+    visibility_cos: float = 0.3
 
 
 @dataclass
@@ -282,6 +294,9 @@ class FittingConfig:
 
     Attributes:
         face_model: installed face model (``ict``, ``hifi3dpp``, ``bfm``).
+        dense_points: where FaceMesh's points lie on the face model's surface;
+            '' means ``checkpoints/default/facemesh_<face_model>.npz`` when it
+            exists (without it, faces are fitted to their 68 points).
         uvapm: UV albedo model file; '' means the default for the face model
             (``checkpoints/default/uvapm_<face_model>.npz``, or the official
             ``uv3dmm/model_256.pkl`` for hifi3dpp).
@@ -300,6 +315,7 @@ class FittingConfig:
     """
 
     face_model: str = "ict"
+    dense_points: str = ""
     uvapm: str = ""
     detail_model: str = ""
     checkpoints_dir: str = "checkpoints"

@@ -4,7 +4,10 @@
 in the state it renders the face at 224 px (and, for the texture stages, at
 the detail crop's resolution), composites the render on the crop and scores
 it inside the skin mask: PSNR, SSIM and high-frequency PSNR. These numbers
-say how well the photo is explained, not whether the albedo is right.
+say how well the photo is explained, not whether the albedo is right; beside
+them it reports the albedo side: the skin tone (median CIELAB colour and ITA
+angle) of the final UV albedo over the texels the photo showed, and of the
+photo's own skin pixels, so that a tone that is only the scene's light shows.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from models.config import RenderSettings
 from models.face_model import FaceModel
 from models.renderer import Renderer
 
-from .metrics import high_frequency_psnr, masked_psnr, masked_ssim
+from .metrics import high_frequency_psnr, masked_psnr, masked_ssim, skin_tone
 from .shape import fit_mask
 from .structures import FaceBatch, FitState
 
@@ -29,7 +32,10 @@ class ReRenderEvaluation:
 
     Sets ``state.renders`` (stage -> (B, 3, 224, 224) composites), ``state.render_mask`` and the metrics
     ``<stage>_psnr``, ``<stage>_ssim``, ``<stage>_high_freq_psnr`` (224 px; ``_<D>`` at the detail crop size
-    for the texture stages), ``landmark_error``, ``landmark_error_landmark_fit`` and ``unwrap_coverage``.
+    for the texture stages), ``landmark_residual``, ``landmark_residual_landmark_fit``, ``unwrap_coverage``,
+    the photo's skin tone ``photo_skin_L``/``_a``/``_b``/``_ita_deg`` (skin-mask pixels of the crop) and, with
+    an unwrap, the final albedo's ``albedo_skin_L``/``_a``/``_b``/``_ita_deg`` (texels seen with confidence
+    above 0.5).
 
     Args:
         face_model: the face model.
@@ -54,10 +60,13 @@ class ReRenderEvaluation:
         if later:  # the texture stages again at the detail crop's resolution
             size = batch.detail_image.shape[-1]
             metrics.update(self._evaluate(batch.detail_image, batch, state, later, f"_{size}")[1])
-        metrics["landmark_error"] = state.landmark_error
-        metrics["landmark_error_landmark_fit"] = state.landmark_error_initial
+        metrics["landmark_residual"] = state.landmark_residual
+        metrics["landmark_residual_landmark_fit"] = state.landmark_residual_initial
+        metrics.update({f"photo_skin_{k}": v for k, v in skin_tone(batch.image, batch.skin_mask).items()})
         if state.unwrapped is not None:
             metrics["unwrap_coverage"] = state.unwrapped.coverage
+            tone = skin_tone(maps[state.final_stage], state.unwrapped.confidence)
+            metrics.update({f"albedo_skin_{k}": v for k, v in tone.items()})
         return state.updated(renders=renders, render_mask=render_mask, metrics=metrics)
 
     def _evaluate(self, image: torch.Tensor, batch: FaceBatch, state: FitState, maps: dict, suffix: str):

@@ -43,7 +43,7 @@ def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.
 
     Args:
         predicted, target: (B, L, 2) pixels.
-        weights: (L,) non-negative, not all zero.
+        weights: (L,) or (B, L) non-negative (per face: not all zero).
         scale: the length unit in pixels (the image size).
 
     Returns:
@@ -51,9 +51,10 @@ def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.
     """
     _expect(predicted.ndim == 3 and predicted.shape[-1] == 2, "predicted", "(B, L, 2)", predicted)
     _expect(target.shape == predicted.shape, "target", f"the prediction's shape {tuple(predicted.shape)}", target)
-    _expect(weights.shape == predicted.shape[1:2], "weights", f"({predicted.shape[1]},)", weights)
+    _expect(weights.shape in (predicted.shape[1:2], predicted.shape[:2]), "weights",
+            f"({predicted.shape[1]},) or ({predicted.shape[0]}, {predicted.shape[1]})", weights)
     distance2 = ((predicted - target) ** 2).sum(-1) / scale**2
-    return (distance2 * weights).sum(-1) / weights.sum()
+    return (distance2 * weights).sum(-1) / weights.sum(-1).clamp_min(1e-12)
 
 
 def gaussian_prior(coeffs: torch.Tensor) -> torch.Tensor:

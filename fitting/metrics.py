@@ -1,13 +1,14 @@
-"""Image-quality metrics of a re-render against the photo, inside a mask."""
+"""Image-quality metrics of a re-render against the photo, inside a mask, and the skin tone of a map."""
 
 from __future__ import annotations
 
 import torch
 from skimage.metrics import structural_similarity
 
+from models.colour import individual_typology_angle, srgb_to_lab
 from models.filters import gaussian_high_pass
 
-__all__ = ["masked_psnr", "masked_ssim", "high_frequency_psnr"]
+__all__ = ["masked_psnr", "masked_ssim", "high_frequency_psnr", "skin_tone"]
 
 
 def masked_psnr(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -37,3 +38,24 @@ def masked_ssim(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -
         inside = m[0].detach().cpu().numpy() > 0.5
         out.append(float(ssim_map.mean(-1)[inside].mean()) if inside.any() else float("nan"))
     return torch.tensor(out, dtype=torch.float32)
+
+
+def skin_tone(image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The median colour of the pixels where ``mask`` exceeds 0.5, in CIELAB, and its ITA angle.
+
+    Args:
+        image: (B, 3, H, W) sRGB in [0, 1] (a photo crop or a UV map).
+        mask: (B, 1, H', W') weights, resized to (H, W) when they differ.
+
+    Returns:
+        ``L``, ``a``, ``b`` and ``ita_deg`` (:func:`models.colour.individual_typology_angle`), each (B,);
+        NaN for a face without such pixels.
+    """
+    if mask.shape[-2:] != image.shape[-2:]:
+        mask = torch.nn.functional.interpolate(mask, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    medians = []
+    for colour, weight in zip(image, mask):
+        inside = colour[:, weight[0] > 0.5]
+        medians.append(inside.median(dim=1).values if inside.shape[1] else colour.new_full((3,), float("nan")))
+    lab = srgb_to_lab(torch.stack(medians))
+    return {"L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2], "ita_deg": individual_typology_angle(lab)}

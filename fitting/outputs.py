@@ -17,7 +17,11 @@ file                    content
                         (material ``head``) in the mean skin colour
 ``mesh_neutral.obj``    the same without expression (shares ``mesh.mtl``)
 ``mesh.glb``            ``mesh.obj`` as binary glTF (trimesh)
-``coeffs.pt``           the parameters (tensors only, ``weights_only=True``)
+``coeffs.pt``           the parameters (tensors only, ``weights_only=True``) and the
+                        fitted 68 points in photo pixels, two kinds:
+                        ``landmarks_68_contour_px`` (jaw on the silhouette, dlib's
+                        convention) and ``landmarks_68_fixed_px`` (the model's fixed
+                        landmark vertices, hidden ones included, AFLW2000-3D's)
 ``coeffs.json``         the same as readable JSON
 ``render.png``          the final render composited on the photo
 ``summary.png``         input | landmarks (blue detected, red fitted) | skin mask |
@@ -25,7 +29,9 @@ file                    content
 ``loss.png``            loss terms per step, one chart per stage
 ``log.txt``             this face's log lines
 ``metrics.json``        re-render PSNR/SSIM/high-frequency PSNR in the skin mask per
-                        stage, landmark error, seconds per stage, networks used;
+                        stage, landmark residual (against the detections), skin
+                        tone (CIELAB, ITA) of the photo and of the albedo, seconds
+                        per stage, networks used;
                         written last, so its presence means the face is complete
 ======================  ===========================================================
 """
@@ -133,12 +139,23 @@ def _render_on_photo(result: FaceResult) -> np.ndarray:
     return photo * (1 - alpha) + warped * alpha
 
 
+def _landmarks_px(result: FaceResult) -> dict[str, torch.Tensor]:
+    """The fitted 68 points in photo pixels (crop pixels without a photo): the jaw on the silhouette
+    (``contour``, dlib's convention) and the model's fixed landmark vertices (``fixed``, AFLW2000-3D's)."""
+    points = {"landmarks_68_contour_px": result.landmarks, "landmarks_68_fixed_px": result.landmarks_fixed}
+    if result.face is None:
+        return points
+    inverse = result.face.inverse_transform[0]
+    return {k: (v @ inverse[:, :2].T + inverse[:, 2]).float() for k, v in points.items()}
+
+
 def _params_json(result: FaceResult, face_model: FaceModel) -> dict:
     out = {"face_model": face_model.name, "units": face_model.units}
     for name, value in result.params.to_dict().items():
         out[name] = [round(float(v), 6) for v in value.reshape(-1).tolist()]
     out["expression_names"] = face_model.exp_names
-    out["landmarks"] = [[round(float(x), 3), round(float(y), 3)] for x, y in result.landmarks.tolist()]
+    for key, points in _landmarks_px(result).items():
+        out[key] = [[round(float(x), 3), round(float(y), 3)] for x, y in points.tolist()]
     return out
 
 
@@ -172,7 +189,7 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
         _glb(folder / "mesh.obj", folder / "mesh.glb")
 
     save_torch(folder / "coeffs.pt", {**{k: v.cpu() for k, v in p.to_dict().items()},
-                                      "landmarks": result.landmarks, "face_model": face_model.name})
+                                      **_landmarks_px(result), "face_model": face_model.name})
     write_json(folder / "coeffs.json", _params_json(result, face_model))
     write_image(folder / "render.png", _render_on_photo(result))
     write_image(folder / "summary.png", _summary(result, uv))

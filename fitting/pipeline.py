@@ -33,6 +33,7 @@ from assets import load_installed_face_model
 from assets.checkpoints import official_path
 from models.detail_generator import load_detail_generator
 from models.face_model import FaceModel
+from models.surface_points import load_surface_points
 from models.uv_albedo_model import UVAlbedoModel
 from utils.errors import MissingAssetError
 
@@ -59,8 +60,11 @@ _LOGGED_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def default_model_path(kind: str, face_model: str) -> Path:
-    """``checkpoints/default/uvapm_<face_model>.npz`` or ``detail_<face_model>.pt``."""
-    return DEFAULT_MODELS_DIR / {"uvapm": f"uvapm_{face_model}.npz", "detail": f"detail_{face_model}.pt"}[kind]
+    """``checkpoints/default/``: ``uvapm_<face_model>.npz``, ``detail_<face_model>.pt`` or
+    ``facemesh_<face_model>.npz`` (the dense landmarks on the surface)."""
+    names = {"uvapm": f"uvapm_{face_model}.npz", "detail": f"detail_{face_model}.pt",
+             "dense_points": f"facemesh_{face_model}.npz"}
+    return DEFAULT_MODELS_DIR / names[kind]
 
 
 def _pick_model(explicit: str, default: Path, official: Path, face_model: str) -> Path | None:
@@ -89,6 +93,14 @@ class Pipeline:
     def __init__(self, config: FittingConfig, device: torch.device):
         self.config, self.device = config, device
         self.face_model = FaceModel(load_installed_face_model(config.face_model)).to(device)
+        self.dense_points = None
+        path = Path(config.dense_points or default_model_path("dense_points", config.face_model))
+        if config.dense_points or path.is_file():
+            self.dense_points = load_surface_points(path, self.face_model.num_vertices)
+            logger.info("dense landmarks on the surface: %s", path)
+        else:
+            logger.warning("no dense landmark registration for face model %r (expected %s): faces are fitted to "
+                           "their 68 landmarks", config.face_model, path)
         wanted = set(config.stages)
         self.uvapm = self.detail_model = None
         ckpt = config.checkpoints_dir
@@ -126,7 +138,8 @@ class Pipeline:
         deep3d = self.networks.deep3d
         initialiser = (None if deep3d is None else
                        lambda image: deep3d_initial_params(deep3d, image, model.num_expression))
-        stages: list[Stage] = [ShapeFitter(model, config.shape, initialiser), Unwrapper(model, config.unwrap)]
+        stages: list[Stage] = [ShapeFitter(model, config.shape, initialiser, self.dense_points),
+                               Unwrapper(model, config.unwrap)]
         if self.uvapm is not None:
             stages.append(AlbedoFitter(model, self.uvapm, self.networks, config.albedo))
             if self.detail_model is not None:

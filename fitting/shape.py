@@ -1,7 +1,8 @@
 """Stage 1: 3DMM shape fitting — landmarks, then photometric refinement.
 
 1. :class:`~fitting.landmark_fit.LandmarkFitter` fits pose, identity and
-   expression to the 68 landmarks (Levenberg-Marquardt, well under a second).
+   expression to the landmarks (FaceMesh's dense points where found, the 68
+   sparse ones otherwise; Levenberg-Marquardt, well under a second).
 2. :class:`ShapeFitter` then refines shape and pose jointly with SH lighting
    and a low-resolution UV albedo proxy against the skin-masked photo, with
    the cached renderer, keeping the landmark term and the coefficient priors.
@@ -21,9 +22,10 @@ from models.camera import PinholeCamera
 from models.face_model import FaceModel
 from models.renderer import Renderer
 from models.shading import AMBIENT_SHADING, sh_ambient_offset, sh_shading
+from models.surface_points import SurfacePoints
 
 from .config import ShapeFitConfig
-from .landmark_fit import LandmarkFitter, landmark_weights, normalized_landmark_error
+from .landmark_fit import LandmarkFitter, LandmarkTargets, normalized_landmark_error
 from .losses import gaussian_prior, landmark_loss, lighting_monochrome_loss, photometric_loss
 from .optim import minimize
 from .params import FaceParams
@@ -80,18 +82,20 @@ class ShapeFitter:
         config: stage settings.
         initialiser: optional ``image (B, 3, 224, 224) -> FaceParams`` giving the
             landmark fit its start (the Deep3D regressor for HiFi3D++ and BFM).
+        dense_points: where the dense landmarks lie on the surface (None: sparse landmarks only).
         image_size: side of the aligned crops (224 for the reference camera).
     """
 
     name = "stage1"
 
     def __init__(self, face_model: FaceModel, config: ShapeFitConfig | None = None,
-                 initialiser: Callable[[torch.Tensor], FaceParams] | None = None, image_size: int = 224):
+                 initialiser: Callable[[torch.Tensor], FaceParams] | None = None,
+                 dense_points: SurfacePoints | None = None, image_size: int = 224):
         self.model = face_model
         self.config = config or ShapeFitConfig()
         self.initialiser = initialiser
         self.camera = PinholeCamera(face_model.camera_distance, image_size)
-        self.landmark_fitter = LandmarkFitter(face_model, self.camera, self.config.landmarks)
+        self.landmark_fitter = LandmarkFitter(face_model, self.camera, self.config.landmarks, dense_points)
         self.renderer = Renderer.for_face_model(face_model, self.camera, self.config.render)
         self.progress = StepProgress()
 
@@ -100,32 +104,40 @@ class ShapeFitter:
         errors, the ``stage1`` albedo proxy and the refinement's loss history."""
         image, landmarks = batch.image, batch.landmarks
         init = self.initialiser(image) if self.initialiser is not None else None
-        params, log = self.landmark_fitter.fit(landmarks, init)
+        targets = LandmarkTargets.from_batch(batch)
+        params, log = self.landmark_fitter.fit(targets, init)
         cfg = self.config.refine
         B = image.shape[0]
         proxy = skin_colour(image, batch.skin_mask)[:, :, None, None] / AMBIENT_SHADING  # undo the ambient shading
         proxy = proxy.expand(B, 3, cfg.proxy_resolution, cfg.proxy_resolution).clone()
         history: list = []
         if cfg.optim.steps > 0:
-            params, proxy, history = self._refine(params, proxy, batch, log["index"])
+            params, proxy, history = self._refine(params, proxy, batch, targets, log)
         with torch.no_grad():
             normals = self.model.vertex_normals(params.posed(self.model).vertices)[:, self.model.face_vertex_mask]
         params.gamma, scale = normalize_light_scale(params.gamma, normals)
         proxy = proxy * scale[:, None, None, None]
-        fitted = self.landmark_fitter.project(params, self.landmark_fitter.select_contour(params))
+        fitter = self.landmark_fitter
+        fitted = fitter.project(params, fitter.select_contour(params))
         return state.updated(
             params=params,
             landmarks=fitted,
-            landmark_error=normalized_landmark_error(fitted, landmarks),
-            landmark_error_initial=log["error"],
+            landmarks_fixed=fitter.project(params, self.model.landmark_indices.expand(B, -1)),
+            landmark_residual=normalized_landmark_error(fitted, landmarks),
+            landmark_residual_initial=log["error"],
             albedo_maps={self.name: F.interpolate(proxy, size=64, mode="bilinear", align_corners=False)},
             histories={self.name: history},
         )
 
-    def _refine(self, params: FaceParams, proxy: torch.Tensor, batch: FaceBatch, index: torch.Tensor):
+    def _refine(self, params: FaceParams, proxy: torch.Tensor, batch: FaceBatch, targets: LandmarkTargets,
+                log: dict):
         cfg = self.config.refine
         model = self.model
-        image, landmarks, skin_mask, parse_mask = batch.image, batch.landmarks, batch.skin_mask, batch.parse_mask
+        image, skin_mask, parse_mask = batch.image, batch.skin_mask, batch.parse_mask
+        fitter = self.landmark_fitter
+        corners, bary = fitter.definition(log["index"])
+        landmarks, weights = fitter.all_targets(targets), log["weights"].detach()
+        rows = torch.arange(image.shape[0], device=image.device)[:, None, None]
         p = params.detach()
         tensors = {
             "identity": (p.identity.requires_grad_(), cfg.lr_identity),
@@ -135,7 +147,6 @@ class ShapeFitter:
             "gamma": (p.gamma.requires_grad_(), cfg.lr_gamma),
             "proxy": (proxy.requires_grad_(), cfg.lr_proxy),
         }
-        weights = landmark_weights(self.config.landmarks.weights).to(image.device)
         size = self.camera.image_size
         lower, upper = model.exp_bounds
 
@@ -144,7 +155,7 @@ class ShapeFitter:
             albedo = F.interpolate(proxy, size=64, mode="bilinear", align_corners=False)
             render = self.renderer(out.vertices, albedo, p.gamma, normals=model.vertex_normals(out.vertices))
             mask = fit_mask(render.mask, skin_mask, parse_mask)
-            lmk = self.camera.project(torch.gather(out.vertices, 1, index[..., None].expand(-1, -1, 3)))
+            lmk = self.camera.project((out.vertices[rows, corners] * bary[..., None]).sum(2))
             return {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
                 "landmark": cfg.w_landmark * landmark_loss(lmk, landmarks, weights, size),

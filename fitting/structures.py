@@ -31,6 +31,7 @@ from utils.safe_load import load_torch
 
 from .params import FaceParams
 from .preprocess.alignment import CROP_SIZE, warp_to_crop
+from .preprocess.facemesh import NUM_POINTS
 
 __all__ = [
     "PROCESSED_FORMAT_VERSION",
@@ -42,8 +43,8 @@ __all__ = [
     "Stage",
 ]
 
-#: Version of the processed-face file; files with another version are refused.
-PROCESSED_FORMAT_VERSION = "1"
+#: Version of the processed-face file. Version 1 files (without dense landmarks) still load; others are refused.
+PROCESSED_FORMAT_VERSION = "2"
 
 
 @dataclass
@@ -79,8 +80,12 @@ class ProcessedFace:
 
     Attributes:
         image: (1, 3, S, S) aligned crop, RGB in [0, 1].
-        landmarks: (1, 68, 2) iBUG-68 landmarks in crop pixels.
+        landmarks: (1, 68, 2) iBUG-68 landmarks in crop pixels (from FaceMesh's
+            points, or dlib's predictor when FaceMesh found no face: see ``info.landmarks``).
         landmarks_original: (1, 68, 2) the same in photo pixels.
+        dense_landmarks: (1, 478, 3) FaceMesh points in crop pixels (x, y; z a
+            relative depth in crop pixels); zeros when ``dense_valid`` is 0.
+        dense_valid: (1,) 1 when ``dense_landmarks`` holds FaceMesh's points.
         points5: (1, 5, 2) eye centres, nose tip, mouth corners in crop pixels.
         transform: (1, 2, 3) photo pixels -> crop pixels.
         inverse_transform: (1, 2, 3) crop pixels -> photo pixels.
@@ -94,6 +99,8 @@ class ProcessedFace:
     image: torch.Tensor
     landmarks: torch.Tensor
     landmarks_original: torch.Tensor
+    dense_landmarks: torch.Tensor
+    dense_valid: torch.Tensor
     points5: torch.Tensor
     transform: torch.Tensor
     inverse_transform: torch.Tensor
@@ -109,6 +116,8 @@ class ProcessedFace:
         "image": ((1, 3, CROP_SIZE, CROP_SIZE), torch.float32),
         "landmarks": ((1, 68, 2), torch.float32),
         "landmarks_original": ((1, 68, 2), torch.float32),
+        "dense_landmarks": ((1, NUM_POINTS, 3), torch.float32),
+        "dense_valid": ((1,), torch.float32),
         "points5": ((1, 5, 2), torch.float32),
         "transform": ((1, 2, 3), torch.float32),
         "inverse_transform": ((1, 2, 3), torch.float32),
@@ -137,6 +146,10 @@ class ProcessedFace:
         data = load_torch(path)
         if not isinstance(data, dict):
             raise FileFormatError(path, "not a processed face file (expected a dict)")
+        info = data.get("info")
+        if isinstance(info, dict) and info.get("format_version") == "1":  # before dense landmarks
+            data = {**data, "dense_landmarks": torch.zeros(1, NUM_POINTS, 3), "dense_valid": torch.zeros(1),
+                    "info": {**info, "format_version": PROCESSED_FORMAT_VERSION}}
         missing = [k for k in (*cls.SCHEMA, "info") if k not in data]
         if missing:
             raise FileFormatError(path, f"not a processed face file: missing keys {missing}")
@@ -168,6 +181,8 @@ class FaceBatch:
         image: (B, 3, S, S) aligned crops.
         landmarks: (B, 68, 2) detected landmarks in crop pixels.
         skin_mask, parse_mask: (B, 1, S, S).
+        dense_landmarks: (B, 478, 3) FaceMesh points in crop pixels (zeros where invalid).
+        dense_valid: (B,) 1 where a face has FaceMesh points.
         detail_image: (B, 3, D, D) the photo re-warped into the same crop at
             the detail resolution D (the crop upsampled when the photo is missing).
         faces: the processed faces (None for batches built from tensors).
@@ -180,6 +195,8 @@ class FaceBatch:
     skin_mask: torch.Tensor
     parse_mask: torch.Tensor
     detail_image: torch.Tensor
+    dense_landmarks: torch.Tensor
+    dense_valid: torch.Tensor
     faces: list[ProcessedFace] | None = None
     photos: list[np.ndarray | None] | None = None
 
@@ -205,21 +222,27 @@ class FaceBatch:
             warped = warp_to_crop(photo, transform, detail_size)
             crops.append(torch.from_numpy(warped).permute(2, 0, 1).float().div(255.0).to(device))
         return cls(list(names), image, stack("landmarks"), stack("skin_mask"), stack("parse_mask"),
-                   torch.stack(crops), list(faces), list(photos))
+                   torch.stack(crops), stack("dense_landmarks"), stack("dense_valid"), list(faces), list(photos))
 
     @classmethod
     def from_tensors(cls, image: torch.Tensor, landmarks: torch.Tensor, skin_mask: torch.Tensor,
                      parse_mask: torch.Tensor | None = None, detail_image: torch.Tensor | None = None,
-                     detail_size: int = 512, names: list[str] | None = None) -> FaceBatch:
+                     detail_size: int = 512, names: list[str] | None = None,
+                     dense_landmarks: torch.Tensor | None = None) -> FaceBatch:
         """A batch of synthetic or already-stacked inputs (no processed files or photos).
 
-        ``parse_mask`` defaults to ones and ``detail_image`` to ``image`` upsampled to ``detail_size``.
+        ``parse_mask`` defaults to ones, ``detail_image`` to ``image`` upsampled
+        to ``detail_size``; without ``dense_landmarks`` (B, 478, 3) the faces have none.
         """
         B = image.shape[0]
         parse_mask = torch.ones_like(skin_mask) if parse_mask is None else parse_mask
         if detail_image is None:
             detail_image = _resize(image, detail_size, "bicubic").clamp(0, 1)
-        return cls(names or [f"face{b}" for b in range(B)], image, landmarks, skin_mask, parse_mask, detail_image)
+        valid = image.new_ones(B) if dense_landmarks is not None else image.new_zeros(B)
+        if dense_landmarks is None:
+            dense_landmarks = image.new_zeros(B, NUM_POINTS, 3)
+        return cls(names or [f"face{b}" for b in range(B)], image, landmarks, skin_mask, parse_mask, detail_image,
+                   dense_landmarks, valid)
 
 
 @dataclass
@@ -228,10 +251,13 @@ class FitState:
 
     Attributes:
         params: the current parameters (None before stage 1).
-        landmarks: (B, 68, 2) fitted landmarks in crop pixels (jaw on the silhouette).
-        landmark_error: (B,) fitted vs detected landmarks, normalised by the
+        landmarks: (B, 68, 2) fitted landmarks in crop pixels, the jaw on the
+            silhouette (the dlib convention: the visible outline).
+        landmarks_fixed: (B, 68, 2) the face model's 68 landmark vertices in crop
+            pixels (the AFLW2000-3D convention: fixed surface points, hidden ones included).
+        landmark_residual: (B,) fitted vs detected landmarks, normalised by the
             outer-eye-corner distance (agreement with the detector, not accuracy).
-        landmark_error_initial: (B,) the same after the landmark fit alone.
+        landmark_residual_initial: (B,) the same after the landmark fit alone.
         unwrapped: the unwrapped photo texture (:class:`~fitting.unwrap.UnwrapResult`).
         albedo_maps: stage name -> (B, 3, R, R) UV albedo, in the order the stages ran
             (``stage1``: the low-resolution proxy; ``stage2``: the coarse UVAPM
@@ -245,8 +271,9 @@ class FitState:
 
     params: FaceParams | None = None
     landmarks: torch.Tensor | None = None
-    landmark_error: torch.Tensor | None = None
-    landmark_error_initial: torch.Tensor | None = None
+    landmarks_fixed: torch.Tensor | None = None
+    landmark_residual: torch.Tensor | None = None
+    landmark_residual_initial: torch.Tensor | None = None
     unwrapped: object | None = None
     albedo_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     histories: dict[str, list] = field(default_factory=dict)
@@ -284,7 +311,8 @@ class FaceResult:
         face: its processed face (None for synthetic batches).
         photo: its photo (H, W, 3) uint8, or None.
         params: its parameters (batch of 1).
-        landmarks: (68, 2) fitted landmarks in crop pixels.
+        landmarks: (68, 2) fitted landmarks in crop pixels, the jaw on the silhouette.
+        landmarks_fixed: (68, 2) the face model's 68 landmark vertices in crop pixels.
         albedo_maps: stage name -> (3, R, R), in the order the stages ran.
         uv_texture, uv_confidence: (3, R, R), (1, R, R) unwrapped texture (filled) and its confidence.
         renders: stage name -> (3, S, S) re-render composited on the crop.
@@ -299,6 +327,7 @@ class FaceResult:
     photo: np.ndarray | None
     params: FaceParams
     landmarks: torch.Tensor
+    landmarks_fixed: torch.Tensor
     albedo_maps: dict[str, torch.Tensor]
     uv_texture: torch.Tensor
     uv_confidence: torch.Tensor
@@ -324,6 +353,7 @@ class FaceResult:
                 photo=batch.photos[b] if batch.photos else None,
                 params=state.params.select(slice(b, b + 1)),
                 landmarks=state.landmarks[b].cpu(),
+                landmarks_fixed=state.landmarks_fixed[b].cpu(),
                 albedo_maps={k: v[b].cpu() for k, v in state.albedo_maps.items()},
                 uv_texture=state.unwrapped.filled[b].cpu(),
                 uv_confidence=state.unwrapped.confidence[b].cpu(),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["LUMINANCE_WEIGHTS", "rgb_to_luminance", "rgb_to_hsv", "hsv_to_rgb"]
+__all__ = ["LUMINANCE_WEIGHTS", "rgb_to_luminance", "rgb_to_hsv", "hsv_to_rgb", "srgb_to_lab",
+           "individual_typology_angle", "delta_e"]
 
 #: ITU-R BT.601 luma weights, used to turn RGB detail into luminance detail.
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
@@ -52,3 +53,31 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     k = torch.remainder(offsets + 6.0 * hue.unsqueeze(1), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
     return value.unsqueeze(1) * (1.0 - saturation.unsqueeze(1) * ramp)
+
+
+#: sRGB (linear) to CIE XYZ, D65 white (IEC 61966-2-1).
+_SRGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375), (0.2126729, 0.7151522, 0.0721750), (0.0193339, 0.1191920, 0.9503041))
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) sRGB in [0, 1] -> (..., 3) CIELAB (L in [0, 100]), D65 white; channels last."""
+    rgb = rgb.clamp(0, 1)
+    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ rgb.new_tensor(_SRGB_TO_XYZ).T / rgb.new_tensor(_D65_WHITE)
+    delta = 6.0 / 29.0
+    f = torch.where(xyz > delta**3, xyz.clamp_min(1e-12) ** (1.0 / 3.0), xyz / (3 * delta**2) + 4.0 / 29.0)
+    return torch.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])],
+                       dim=-1)
+
+
+def individual_typology_angle(lab: torch.Tensor) -> torch.Tensor:
+    """(..., 3) CIELAB -> (...,) skin tone as the individual typology angle in degrees,
+    atan((L - 50) / b): above 55 very light, 41-55 light, 28-41 intermediate, 10-28 tan, -30-10 brown,
+    below -30 dark (Chardon et al. 1991)."""
+    return torch.rad2deg(torch.atan2(lab[..., 0] - 50.0, lab[..., 2]))
+
+
+def delta_e(lab_a: torch.Tensor, lab_b: torch.Tensor) -> torch.Tensor:
+    """(..., 3), (..., 3) CIELAB -> (...,) colour difference CIE76 (Euclidean distance in CIELAB)."""
+    return (lab_a - lab_b).norm(dim=-1)

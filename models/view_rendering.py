@@ -23,7 +23,7 @@ from .face_model import FaceModel
 from .face_ops import euler_angles_to_matrix, vertex_normals
 from .renderer import Renderer
 
-__all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "render_views", "contact_sheet"]
+__all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "head_texture", "render_views", "contact_sheet"]
 
 
 
@@ -75,6 +75,28 @@ def _skin_colour(albedo_map: torch.Tensor) -> torch.Tensor:
     return (pixels[:, keep] if keep.any() else pixels).median(1).values
 
 
+def head_texture(mesh: ViewMesh, albedo_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A texture for the whole head mesh: the UV map, plus a column of its skin colour that the faces outside
+    the texture tile (head, neck) sample.
+
+    Args:
+        mesh: the mesh.
+        albedo_map: (3, R, R) UV albedo.
+
+    Returns:
+        The texture (1, 3, R, R + 2), UVs (T + 1, 2) and faces' UV indices (F, 3) to render it with.
+    """
+    device = albedo_map.device
+    R = albedo_map.shape[-1]
+    texture = torch.cat([albedo_map, _skin_colour(albedo_map)[:, None, None].expand(3, R, 2)], 2)[None]
+    scale = R / (R + 2)
+    uvs = torch.cat([mesh.uvs.to(device) * torch.tensor([scale, 1.0], device=device),
+                     torch.tensor([[(R + 1) / (R + 2), 0.5]], device=device)])
+    faces_uv = torch.where(mesh.textured[:, None].to(device), mesh.faces_uv.to(device),
+                           torch.full_like(mesh.faces_uv, len(mesh.uvs)).to(device))
+    return texture, uvs, faces_uv
+
+
 def render_views(
     mesh: ViewMesh,
     albedo_map: torch.Tensor,
@@ -107,13 +129,7 @@ def render_views(
     camera = PinholeCamera(distance=1.0, image_size=resolution)
     camera = PinholeCamera(distance=camera.focal_px * radius / (0.46 * resolution) + radius, image_size=resolution)
 
-    # The untextured faces sample one extra column holding the skin colour.
-    R = albedo_map.shape[-1]
-    texture = torch.cat([albedo_map, _skin_colour(albedo_map)[:, None, None].expand(3, R, 2)], 2)[None]
-    scale = R / (R + 2)
-    uvs = torch.cat([mesh.uvs * torch.tensor([scale, 1.0], device=device),
-                     torch.tensor([[(R + 1) / (R + 2), 0.5]], device=device)])
-    faces_uv = torch.where(mesh.textured[:, None], mesh.faces_uv, torch.full_like(mesh.faces_uv, len(mesh.uvs)))
+    texture, uvs, faces_uv = head_texture(mesh, albedo_map)
     renderer = Renderer(mesh.faces, faces_uv, uvs, camera, RenderSettings(refresh_pixels=0.0)).to(device)
 
     images = []

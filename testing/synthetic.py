@@ -19,6 +19,7 @@ from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
 from models.renderer import Renderer
+from models.view_rendering import ViewMesh, head_texture
 
 __all__ = ["SyntheticFaces", "make_synthetic_faces", "smooth_albedo_map", "rigid_align", "vertex_error_mm"]
 
@@ -65,8 +66,15 @@ def make_synthetic_faces(
     albedo_map: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
     image_size: int = 224,
+    yaw_range_deg: tuple[float, float] | None = None,
+    head: bool = False,
 ) -> SyntheticFaces:
     """Render ``batch`` random faces with known parameters (seeded).
+
+    ``yaw_range_deg`` = (lo, hi) draws |yaw| uniformly in [lo, hi) with a
+    random sign instead of within ``max_yaw_deg``. ``head`` renders the whole
+    head mesh (the face region textured, the rest in the map's skin colour)
+    rather than the face region the fit uses.
 
     ``light_strength`` scales a white directional light; ``light_jitter`` is
     the standard deviation of random noise on all 27 SH coefficients (which
@@ -83,14 +91,14 @@ def make_synthetic_faces(
         expression = torch.randn(batch, Ke, generator=g) * 0.5
     expression = expression.clamp(lower, upper)
     deg = torch.pi / 180
-    angles = torch.stack(
-        [
-            (torch.rand(batch, generator=g) * 2 - 1) * max_pitch_deg * deg,
-            (torch.rand(batch, generator=g) * 2 - 1) * max_yaw_deg * deg,
-            (torch.rand(batch, generator=g) * 2 - 1) * 5 * deg,
-        ],
-        1,
-    )
+    pitch = (torch.rand(batch, generator=g) * 2 - 1) * max_pitch_deg * deg
+    side = torch.rand(batch, generator=g) * 2 - 1
+    if yaw_range_deg is None:
+        yaw = side * max_yaw_deg * deg
+    else:
+        low, high = yaw_range_deg
+        yaw = torch.sign(side) * (low + (high - low) * side.abs()) * deg
+    angles = torch.stack([pitch, yaw, (torch.rand(batch, generator=g) * 2 - 1) * 5 * deg], 1)
     translation = torch.randn(batch, 3, generator=g) * torch.tensor([0.01, 0.01, 0.03]) / face_model.metres_per_unit
     gamma = torch.randn(batch, 27, generator=g) * light_jitter  # includes per-channel colour differences
     direction = torch.randn(batch, 3, generator=g) * light_strength
@@ -101,10 +109,18 @@ def make_synthetic_faces(
     albedo_map = albedo_map.to(device)
 
     camera = PinholeCamera(face_model.camera_distance, image_size)
-    renderer = Renderer.for_face_model(face_model, camera, RenderSettings(refresh_pixels=0.0))
+    if head:
+        mesh = ViewMesh(face_model.mean_shape, face_model.head_faces, face_model.head_faces_uv, face_model.uvs)
+        textures = [head_texture(mesh, m) for m in albedo_map]
+        _, uvs, faces_uv = textures[0]
+        texture = torch.cat([t for t, _, _ in textures])
+        renderer = Renderer(face_model.head_faces, faces_uv, uvs, camera, RenderSettings(refresh_pixels=0.0)).to(device)
+    else:
+        texture = albedo_map
+        renderer = Renderer.for_face_model(face_model, camera, RenderSettings(refresh_pixels=0.0))
     with torch.no_grad():
         out = params.posed(face_model)
-        render = renderer(out.vertices, albedo_map, params.gamma, normals=face_model.vertex_normals(out.vertices))
+        render = renderer(out.vertices, texture, params.gamma, normals=face_model.vertex_normals(out.vertices))
         if background is None:
             background = torch.full((batch, 3, image_size, image_size), 0.3)
         image = render.image.clamp(0, 1) * render.mask + background.to(device) * (1 - render.mask)

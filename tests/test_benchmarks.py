@@ -13,10 +13,11 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from benchmarks import common, real_photos, speed, synthetic_gt
+from benchmarks import common, landmarks, light_invariance, real_photos, speed, synthetic_gt
 from benchmarks.synthetic_gt import (
     Estimate,
     GroundTruth,
@@ -136,15 +137,59 @@ def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
     assert {r["difficulty"] for r in rows} == {"easy", "medium", "hard"}
     assert {r["method"] for r in rows} == set(synthetic_gt.METHODS)
     for row in rows:
+        assert row["faces"] == "1/1", row  # the real preprocessing found the rendered face
         assert 8 < row["psnr_visible"] < 60 and 0 < row["ssim_visible"] <= 1, row
         assert 0 <= row["unseen_share"] < 1 and row["albedo_gain"] > 0
-        assert 0 < row["input_landmark_error"] < 0.1
+        # the truth is the model's fixed landmark vertices; detectors put the jaw of a turned head on the
+        # silhouette, so a found face is within a third of the eye distance, not exactly on it
+        assert 0 < row["input_landmark_error"] < 0.3
         if row["method"] != "unwrapped photo texture":
             assert 0 < row["vertex_mm"] < 20, row
         if row["method"].startswith("stage"):
-            assert 0 < row["landmark_error"] < 0.1 and 0 < row["lighting_error"] < 2, row
+            assert 0 < row["landmark_error"] < 0.3 and 0 < row["lighting_error"] < 2, row
     per_face = list(csv.DictReader((results_dir / "synthetic_gt_quick.csv").open()))
     assert len(per_face) == 3 * len(synthetic_gt.METHODS)
+
+
+def test_light_invariance_pairs_people(tmp_path):
+    (tmp_path / "identities.tsv").write_text("file\tperson\tnote\na.jpg\tp1\t\nb.jpg\tp1\t\nc.jpg\tp2\t\n"
+                                             "d.jpg\tp2\t\ne.jpg\tp3\t\n")
+    people = light_invariance.read_identities(tmp_path / "identities.tsv")
+    assert {k: [p.name for p in v] for k, v in people.items()} == {"p1": ["a.jpg", "b.jpg"], "p2": ["c.jpg", "d.jpg"]}
+    lab = {"a": np.array([60.0, 10, 10]), "b": np.array([60.0, 10, 13]), "c": np.array([40.0, 10, 10]),
+           "d": np.array([44.0, 10, 10])}
+    person = {"a": "p1", "b": "p1", "c": "p2", "d": "p2"}
+    out = light_invariance.colour_differences(lab, person)
+    assert out["same person dE"] == pytest.approx(3.5) and (out["same pairs"], out["different pairs"]) == (2, 4)
+    assert out["different people dE"] == pytest.approx(np.mean([20.22375, 16.0, 20.0, 16.27882]), abs=1e-4)
+
+
+def test_nme_and_yaw_bins_follow_the_aflw_protocol():
+    truth = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 10.0], [0.0, 10.0]])
+    # every point 2 px off; the box is 40 x 10, so the normaliser is sqrt(400) = 20
+    assert landmarks.nme(truth + np.array([2.0, 0.0]), truth) == pytest.approx(10.0)
+    assert [landmarks.yaw_bin(y) for y in (-29.9, 30.0, -59.9, 60.0, 90.0)] == [
+        "[0,30)", "[30,60)", "[30,60)", "[60,90]", "[60,90]"]
+
+
+@pytest.mark.slow
+def test_landmarks_quick(results_dir, faces_dir, tmp_path):
+    aflw = faces_dir.parent / "landmarks" / "aflw2000_dev"
+    if not (aflw / "gt.json").is_file():
+        pytest.skip(f"{aflw} not found")
+    assert landmarks.main(["--quick", "-q", "--aflw", str(aflw), "--texture_photos", str(faces_dir / "single"),
+                           "--backgrounds", str(faces_dir / "multi"), "--overlays", str(tmp_path / "o")]) == 0
+    rows = _rows(results_dir, "landmarks_quick")
+    real = {r["method"]: r for r in rows if r["set"] == "AFLW2000-3D dev (real)"}
+    assert set(real) == {"dlib 68 detections", "stage 1 fit to dlib 68", "FaceMesh 478 -> 68 (table)",
+                         "stage 1 fit to FaceMesh (pipeline default)"}
+    fit = real["stage 1 fit to FaceMesh (pipeline default)"]
+    assert fit["n [0,30)"] == "7/7" and 1.0 < fit["[0,30)"] < 8.0, fit  # seven near-frontal photos, all found
+    published = [r for r in rows if r["set"].endswith("(published)")]
+    assert [r["[0,30)"] for r in published] == [2.63, 2.65]
+    synthetic = [r for r in rows if r["set"] == "synthetic heads" and r["method"].startswith("stage 1")]
+    assert synthetic and all(_finite(r["[0,30)"]) and _finite(r["mm [0,30)"]) for r in synthetic)
+    assert len(list((tmp_path / "o").glob("aflw_*.png"))) == 8
 
 
 @pytest.mark.slow
@@ -153,7 +198,7 @@ def test_real_photos_quick(results_dir, faces_dir, tmp_path):
     assert real_photos.main(["--quick", "-q", "--input_dir", str(faces_dir / "single"), "--output_dir", str(out)]) == 0
     rows = {r["measure"]: r for r in _rows(results_dir, "real_photos_quick")}
     assert rows["detection rate"]["mean"] == 1.0 and rows["fit success rate"]["mean"] == 1.0
-    assert 0 < rows["landmark_error"]["mean"] < 0.1
+    assert 0 < rows["landmark_residual"]["mean"] < 0.1
     assert 10 < rows["psnr"]["mean"] < 50 and 0 < rows["ssim"]["mean"] <= 1
     assert 10 < rows["psnr_detail"]["mean"] < 50
     assert 0 < rows["id_distance"]["mean"] < 1.5 and 0 < rows["impostor_distance"]["mean"] < 1.5

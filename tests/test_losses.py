@@ -39,6 +39,9 @@ def test_landmark_loss_closed_form():
     weights = torch.tensor([1.0, 1.0, 2.0])
     # (25 * 1 + 0 * 1 + 100 * 2) / 10^2 / 4
     torch.testing.assert_close(landmark_loss(predicted, target, weights, 10.0), torch.tensor([225 / 100 / 4]))
+    # per-face weights: a face whose second point is ignored
+    per_face = torch.tensor([[1.0, 0.0, 0.0]])
+    torch.testing.assert_close(landmark_loss(predicted, target, per_face, 10.0), torch.tensor([25 / 100]))
 
 
 def test_priors_closed_form():
@@ -60,7 +63,7 @@ def test_priors_closed_form():
         (lambda: photometric_loss(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), torch.ones(1, 4, 4)),
          r"render: expected \(B, C, H, W\), got \(3, 4, 4\)"),
         (lambda: landmark_loss(torch.zeros(1, 68, 2), torch.zeros(1, 68, 2), torch.ones(5), 224.0),
-         r"weights: expected \(68,\), got \(5,\)"),
+         r"weights: expected \(68,\) or \(1, 68\), got \(5,\)"),
         (lambda: landmark_loss(torch.zeros(1, 68, 3), torch.zeros(1, 68, 3), torch.ones(68), 224.0),
          r"predicted: expected \(B, L, 2\), got \(1, 68, 3\)"),
         (lambda: gaussian_prior(torch.zeros(5)), r"coeffs: expected \(B, K\), got \(5,\)"),

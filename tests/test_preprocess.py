@@ -295,7 +295,7 @@ def test_cnn_detector_agrees_with_hog(faces_dir):
 def test_load_processed_rejects_wrong_files(tmp_path, processed):
     _, face = processed[PHOTOS[0]]
     face.save(tmp_path / "good.pt")
-    assert ProcessedFace.load(tmp_path / "good.pt").info.format_version == "1"
+    assert ProcessedFace.load(tmp_path / "good.pt").info.format_version == "2"
     record = face.to_dict()
     cases = {
         "missing.pt": {k: v for k, v in record.items() if k != "skin_mask"},
@@ -323,3 +323,45 @@ def test_no_face_in_photos_without_faces():
     for name in ("coffee", "chelsea", "rocket"):
         image = np.ascontiguousarray(getattr(skimage_data, name)()[..., :3])
         assert detector.detect(image) == [], name
+
+
+def test_facemesh_points_are_recorded_and_agree_with_dlib(processed, tmp_path):
+    dlib_only = Preprocessor(PreprocessConfig(landmarks="dlib", masks="landmarks",
+                                              checkpoints_dir=str(tmp_path / "none")))
+    for name, (image, face) in processed.items():
+        assert face.dense_valid[0] == 1 and face.info.landmarks.startswith("facemesh"), name
+        dense = face.dense_landmarks[0, :, :2].numpy()
+        lm = face.landmarks[0].numpy()
+        # the 478 points cover the face: from the brows' height to below the chin, between the jaw corners
+        assert dense[:, 0].min() < lm[36, 0] and dense[:, 0].max() > lm[45, 0], name
+        assert dense[:, 1].max() > lm[57, 1], name
+        (reference,) = dlib_only(image, source=name)
+        eyes = np.linalg.norm(reference.landmarks[0, 36] - reference.landmarks[0, 45])
+        inner = list(range(17, 68))  # brows, nose, eyes and mouth: the same points in both conventions
+        error = np.linalg.norm(face.landmarks[0, inner] - reference.landmarks[0, inner], axis=1) / eyes
+        assert np.median(error) < 0.06, (name, np.median(error))
+        assert reference.dense_valid[0] == 0 and reference.info.landmarks.startswith("dlib")
+
+
+def test_facemesh_falls_back_to_dlib_where_it_finds_no_face(preprocessor, faces_dir, monkeypatch):
+    monkeypatch.setattr(preprocessor, "facemesh", lambda image, box: None)
+    (face,) = preprocessor(read_image(faces_dir / "single" / PHOTOS[0]), source="x")
+    assert face.dense_valid[0] == 0 and face.dense_landmarks.abs().max() == 0
+    assert face.info.landmarks.startswith("dlib") and "FaceMesh found no face" in face.info.landmarks
+
+
+def test_mediapipe_finds_a_face_under_a_mask_that_dlib_misses(faces_dir):
+    image = read_image(faces_dir / "single" / "0384_maskdet.jpg")
+    assert FaceDetector("hog").detect(image) == []
+    (found,) = FaceDetector("auto").detect(image)[:1]
+    assert found.method == "mediapipe" and found.size > 100
+
+
+def test_version_1_processed_files_still_load(tmp_path, processed):
+    _, face = processed[PHOTOS[0]]
+    old = {k: v for k, v in face.to_dict().items() if k not in ("dense_landmarks", "dense_valid")}
+    old["info"] = {**old["info"], "format_version": "1"}
+    torch.save(old, tmp_path / "old.pt")
+    loaded = ProcessedFace.load(tmp_path / "old.pt")
+    assert loaded.dense_valid[0] == 0 and loaded.dense_landmarks.shape == (1, 478, 3)
+    torch.testing.assert_close(loaded.landmarks, face.landmarks)

@@ -63,9 +63,12 @@ def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(FACE_FILES)
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["stages"] == [1, 2, 3]
-        for key in ("stage1_psnr", "stage2_psnr", "stage3_psnr", "stage3_ssim", "landmark_error"):
+        for key in ("stage1_psnr", "stage2_psnr", "stage3_psnr", "stage3_ssim", "landmark_residual"):
             assert np.isfinite(metrics[key]), key
-        assert metrics["landmark_error"] < 0.06
+        assert metrics["landmark_residual"] < 0.06
+        # the albedo side: skin tones of the photo and of the albedo over the seen texels, as CIELAB and ITA
+        for kind in ("photo_skin", "albedo_skin"):
+            assert 20 < metrics[f"{kind}_L"] < 95 and -90 < metrics[f"{kind}_ita_deg"] < 90, metrics
         assert set(metrics["seconds"]) == {"stage1", "unwrap", "stage2", "stage3", "evaluate"}
         # log.txt holds this face's own lines (stages with losses and times), not the other face's
         log = (folder / "log.txt").read_text()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fitting.config import LandmarkFitConfig, ShapeFitConfig
-from fitting.landmark_fit import LandmarkFitter, contour_candidates, landmark_weights
+from fitting.landmark_fit import (
+    LandmarkFitter,
+    LandmarkTargets,
+    contour_candidates,
+    landmark_weights,
+    visibility_weights,
+)
 from fitting.params import FaceParams
 from fitting.shape import ShapeFitter
 from fitting.structures import FaceBatch, FitState
 from models.camera import PinholeCamera
 from models.face_ops import euler_angles_to_matrix
+from models.surface_points import SurfacePoints
 from testing.synthetic import make_synthetic_faces, rigid_align, vertex_error_mm
 
 
@@ -66,7 +74,7 @@ def test_photometric_refinement_lowers_the_photo_loss_and_keeps_landmarks(ict_mo
     state = ShapeFitter(ict_model, config)(batch, FitState())
     history = state.histories["stage1"]
     assert sum(history[-1]["photo"]) < 0.7 * sum(history[0]["photo"])
-    assert (state.landmark_error < 0.015).all()
+    assert (state.landmark_residual < 0.015).all()
     fitted = state.params.posed(ict_model).vertices
     assert vertex_error_mm(ict_model, fitted, truth.vertices).mean() < 4.0
 
@@ -97,3 +105,43 @@ def test_light_scale_normalisation_keeps_the_image_and_fixes_the_mean_visible_sh
     weight = normals[..., 2].clamp_min(0)
     mean = (sh_shading(normals, new_gamma).mean(-1) * weight).sum(1) / weight.sum(1)
     torch.testing.assert_close(mean, torch.ones(3))
+
+
+def _random_surface_points(face_model, count: int, seed: int) -> SurfacePoints:
+    rng = np.random.default_rng(seed)
+    face = face_model.faces.numpy()
+    corners = face[rng.choice(len(face), count, replace=False)]
+    return SurfacePoints(torch.from_numpy(corners), torch.from_numpy(rng.dirichlet(np.ones(3), count)).float(),
+                         torch.ones(count))
+
+
+def test_dense_points_fit_the_shape_better_than_68_points(ict_model):
+    """Exact targets: 300 surface points carry more of the shape than the 68 landmarks do."""
+    points = _random_surface_points(ict_model, 300, seed=0)
+    truth = make_synthetic_faces(ict_model, 3, seed=4, max_yaw_deg=20)
+    camera = PinholeCamera(ict_model.camera_distance)
+    dense = camera.project(points.locate(truth.vertices))
+    sparse = truth.landmarks
+    fitter = LandmarkFitter(ict_model, camera, dense_points=points)
+    with_dense, log = fitter.fit(LandmarkTargets(sparse, dense, torch.ones(3)))
+    sparse_only, _ = fitter.fit(LandmarkTargets(sparse, dense, torch.zeros(3)))
+    error_dense = vertex_error_mm(ict_model, with_dense.posed(ict_model).vertices, truth.vertices)
+    error_sparse = vertex_error_mm(ict_model, sparse_only.posed(ict_model).vertices, truth.vertices)
+    assert error_dense.mean() < 0.8 * error_sparse.mean(), (error_dense, error_sparse)
+    # faces fitted to their dense points put no weight on their 68 sparse points, and the reverse
+    assert (log["weights"][:, :68] == 0).all() and (log["weights"][:, 68:] > 0).any()
+
+
+def test_points_facing_away_lose_their_weight(ict_model):
+    points = _random_surface_points(ict_model, 400, seed=1)
+    camera = PinholeCamera(ict_model.camera_distance)
+    params = FaceParams.zeros(1, ict_model.num_identity, ict_model.num_expression)
+    params.angles[0, 1] = 1.2  # about 70 degrees: one cheek turns away
+    vertices = params.posed(ict_model).vertices
+    normals = ict_model.vertex_normals(vertices)
+    weights = visibility_weights(points.locate(normals), points.locate(vertices), camera.distance, 0.3)[0]
+    side = points.locate(ict_model.mean_shape[None])[0, :, 0]
+    far, near = side > 3.0, side < -3.0  # +x cheek turns away for positive yaw
+    assert far.any() and near.any()
+    assert weights[far].mean() < 0.3 * weights[near].mean(), (weights[far].mean(), weights[near].mean())
+    assert ((weights >= 0) & (weights <= 1)).all()

@@ -1,8 +1,9 @@
-"""Face detection with dlib: HOG first, then the CNN (MMOD) detector.
+"""Face detection: dlib's HOG first, then its CNN (MMOD) detector, then MediaPipe's.
 
 The reference detects with a TensorFlow MTCNN graph (official_formats.md
 §4.1); this toolkit uses dlib, which ships with its Python package and the
-``face_recognition_models`` weights, so nothing is downloaded.
+``face_recognition_models`` weights, and MediaPipe's BlazeFace detectors,
+which ship in its wheel, so nothing is downloaded.
 
 Detection runs on a copy of the photo downscaled so its longer side is at
 most ``max_image_side`` (boxes are mapped back to photo pixels). With
@@ -14,7 +15,10 @@ most ``max_image_side`` (boxes are mapped back to photo pixels). With
 2. HOG on the image padded by a border, replicated then black (faces
    cropped so tightly that the face box reaches the image edge);
 3. the CNN (MMOD) detector, slower but better on hard poses and lighting;
-4. only if passes 1-3 found nothing: HOG with a lowered score threshold,
+4. MediaPipe's short-range then full-range detector
+   (:func:`~fitting.preprocess.facemesh.mediapipe_face_boxes`), which finds
+   profiles, faces under a mask and faces in hard light that dlib misses;
+5. only if passes 1-4 found nothing: HOG with a lowered score threshold,
    keeping the best candidate whose side is at least a third of the shorter
    image side (``fallback_threshold``, ``fallback_min_relative_size``). It
    recovers portraits whose lower face is covered (face masks); on 22 photos
@@ -22,8 +26,9 @@ most ``max_image_side`` (boxes are mapped back to photo pixels). With
    defaults, but lowering them brings false faces (a cat, a rocket). Such
    detections are reported as ``hog_low_threshold`` so callers can tell.
 
-With ``find_all`` passes 1-3 all run and their detections are merged.
-``method="hog"`` runs passes 1, 2 and 4; ``method="cnn"`` runs pass 3 only.
+With ``find_all`` passes 1-4 all run and their detections are merged.
+``method="hog"`` runs passes 1, 2 and 5; ``method="cnn"`` pass 3 and
+``method="mediapipe"`` pass 4 only.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import cv2
 import numpy as np
 
 from ..config import DETECTOR_METHODS
+from .facemesh import mediapipe_face_boxes
 
 __all__ = ["FaceDetection", "FaceDetector"]
 
@@ -73,7 +79,7 @@ class FaceDetection:
             coordinates: the box covers ``[x0, x1) x [y0, y1)``).
         score: the detector's own confidence (HOG SVM margin or MMOD score).
         method: the pass that found it: ``hog``, ``hog_upsample<k>``,
-            ``hog_padded``, ``cnn`` or ``hog_low_threshold``.
+            ``hog_padded``, ``cnn``, ``mediapipe`` or ``hog_low_threshold``.
     """
 
     box: np.ndarray
@@ -149,10 +155,10 @@ class FaceDetector:
             image: (H, W, 3) uint8 RGB.
             min_face_size: when ``find_all``, upsample until faces of this
                 size (photo pixels) are within the HOG detector's reach.
-            find_all: look for every face: the detections of passes 1-3 are
+            find_all: look for every face: the detections of passes 1-4 are
                 merged (a box overlapping an earlier pass's box by more than
                 ``MERGE_IOU`` is the same face), instead of stopping at the
-                first pass that finds one. Pass 4 runs only if they find none.
+                first pass that finds one. Pass 5 runs only if they find none.
 
         Returns:
             Detections sorted by decreasing box size (possibly empty).
@@ -165,6 +171,8 @@ class FaceDetector:
                        lambda: self._hog_padded(small, scale)]
         if self.method in ("auto", "cnn"):
             passes.append(lambda: self._cnn_pass(image))
+        if self.method in ("auto", "mediapipe"):
+            passes.append(lambda: self._mediapipe_pass(image))
         found: list[FaceDetection] = []
         for run_pass in passes:
             if found and not find_all:
@@ -217,6 +225,9 @@ class FaceDetector:
             FaceDetection(_rect_to_box(d.rect, scale), float(d.confidence), "cnn")
             for d in self._cnn_detector()(small, upsample)
         ]
+
+    def _mediapipe_pass(self, image: np.ndarray) -> list[FaceDetection]:
+        return [FaceDetection(box, score, "mediapipe") for box, score in mediapipe_face_boxes(image)]
 
     def _hog_low_threshold(self, small: np.ndarray, scale: float) -> list[FaceDetection]:
         min_side = self.fallback_min_relative_size * min(small.shape[:2])

@@ -2,7 +2,9 @@
 
 For a photo, :class:`Preprocessor` detects the face
 (:mod:`~fitting.preprocess.detection`; the largest, or each with
-``all_faces``), predicts 68 landmarks (:mod:`~fitting.preprocess.landmarks`),
+``all_faces``), finds FaceMesh's 478 points and the iBUG-68 set among them
+(:mod:`~fitting.preprocess.facemesh`; dlib's 68-point predictor,
+:mod:`~fitting.preprocess.landmarks`, where FaceMesh finds no face),
 aligns the face to the standard crop (:mod:`~fitting.preprocess.alignment`)
 and makes the skin and parse masks (:mod:`~fitting.preprocess.masks`),
 returning one :class:`~fitting.structures.ProcessedFace` per face.
@@ -37,6 +39,7 @@ from .alignment import (
     warp_to_crop,
 )
 from .detection import HOG_WINDOW, FaceDetector
+from .facemesh import DEFAULT_IBUG68_TABLE, NUM_POINTS, FaceMesh, load_ibug68_table
 from .landmarks import LandmarkDetector
 from .masks import PARSING_SIZE, FaceParser, landmark_masks, parsing_masks
 
@@ -58,8 +61,8 @@ class Preprocessor:
 
     Raises:
         ConfigError: an invalid option.
-        MissingAssetError: ``landmarks=fan`` without its weights, or
-            ``masks=parsing`` without the BiSeNet checkpoint.
+        MissingAssetError: ``landmarks=fan`` without its weights, ``landmarks=facemesh``
+            without the FaceMesh -> iBUG-68 table, or ``masks=parsing`` without the BiSeNet checkpoint.
         FileFormatError: an unreadable template or checkpoint.
     """
 
@@ -76,7 +79,12 @@ class Preprocessor:
         )
         device = resolve_device(config.device or "cpu")
         checkpoints_dir = config.checkpoints_dir or "checkpoints"
-        self.landmarker = LandmarkDetector(config.landmarks, checkpoints_dir, str(device))
+        self.facemesh = self.ibug68 = None
+        if config.landmarks == "facemesh":
+            self.ibug68 = load_ibug68_table(config.facemesh_table or DEFAULT_IBUG68_TABLE)
+            self.facemesh = FaceMesh()
+        # dlib is FaceMesh's fallback
+        self.landmarker = LandmarkDetector("dlib" if self.facemesh else config.landmarks, checkpoints_dir, str(device))
         self.template: AlignmentTemplate = (
             load_reference_template(config.reference_template) if config.reference_template else ICT_TEMPLATE
         )
@@ -119,7 +127,14 @@ class Preprocessor:
         return [self._process_face(image, detection, source) for detection in large]
 
     def _process_face(self, image: np.ndarray, detection, source: str) -> ProcessedFace:
-        landmarks = self.landmarker(image, detection.box)
+        dense = self.facemesh(image, detection.box) if self.facemesh is not None else None
+        if dense is not None:
+            landmarks, landmark_source = self.ibug68(dense[:, :2]), f"facemesh ({self.facemesh.model_name})"
+        else:
+            landmarks = self.landmarker(image, detection.box)
+            landmark_source = f"{self.landmarker.method} ({Path(self.landmarker.model_path).name})"
+            if self.facemesh is not None:
+                landmark_source += ", FaceMesh found no face"
         try:
             transform = alignment_transform(five_points(landmarks), self.template, CROP_SIZE)
         except ValueError as err:
@@ -127,6 +142,10 @@ class Preprocessor:
         inverse = invert_affine(transform)
         crop = warp_to_crop(image, transform, CROP_SIZE)
         crop_landmarks = apply_affine(transform, landmarks)
+        crop_dense = np.zeros((NUM_POINTS, 3))
+        if dense is not None:
+            zoom = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+            crop_dense = np.concatenate([apply_affine(transform, dense[:, :2]), zoom * dense[:, 2:]], 1)
         valid = _inside_photo(inverse, image.shape[:2], CROP_SIZE)
         if self.parser is not None:
             labels = self.parser(warp_to_crop(image, transform * (PARSING_SIZE / CROP_SIZE), PARSING_SIZE))
@@ -141,6 +160,8 @@ class Preprocessor:
             image=torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(255.0).contiguous(),
             landmarks=tensor(crop_landmarks, 1, 68, 2),
             landmarks_original=tensor(landmarks, 1, 68, 2),
+            dense_landmarks=tensor(crop_dense, 1, NUM_POINTS, 3),
+            dense_valid=tensor([float(dense is not None)], 1),
             points5=tensor(five_points(crop_landmarks), 1, 5, 2),
             transform=tensor(transform, 1, 2, 3),
             inverse_transform=tensor(inverse, 1, 2, 3),
@@ -152,7 +173,7 @@ class Preprocessor:
             info=ProcessedInfo(
                 source=source,
                 detector=detection.method,
-                landmarks=f"{self.config.landmarks} ({Path(self.landmarker.model_path).name})",
+                landmarks=landmark_source,
                 masks=self.mask_method,
                 template=self.template.name,
             ),

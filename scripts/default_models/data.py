@@ -21,8 +21,8 @@ from models.uv_layout import UVLayout
 from utils.atomic import write_json
 from utils.image_io import list_images, read_image, write_image
 
-__all__ = ["THRESHOLDS", "CHROMA_SPREAD", "step_split", "step_fit", "step_select", "step_normalise", "load_maps",
-           "median_chroma"]
+__all__ = ["THRESHOLDS", "CHROMA_SPREAD", "split_names", "step_split", "step_fit", "step_select", "step_normalise",
+           "load_maps", "median_chroma"]
 
 logger = logging.getLogger("uvapm.build")
 
@@ -30,7 +30,7 @@ logger = logging.getLogger("uvapm.build")
 #: photos (medians: landmark error 0.019, coverage 0.18 of the whole UV layout, occlusion 0.45 — eyes, brows,
 #: lips and nostrils are outside the skin mask by design —, stage-1 PSNR 27.6 dB).
 THRESHOLDS = {
-    "landmark_error": 0.04,  # mean landmark error / outer-eye-corner distance, at most (~99th percentile)
+    "landmark_residual": 0.04,  # mean landmark error / outer-eye-corner distance, at most (~99th percentile)
     "unwrap_coverage": 0.12,  # mean texel confidence over the UV layout, at least (~7th percentile)
     "occlusion": 0.65,  # share of the landmark face region outside the skin mask, at most (~92nd percentile)
     "stage1_psnr": 21.0,  # re-render PSNR (dB) in the skin mask after stage 1, at least (~3rd percentile)
@@ -44,14 +44,18 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.stem for p in list_images(folder))
 
 
-def step_split(args) -> dict:
-    names = _names(Path(args.photos))
-    rng = random.Random(args.seed)
-    shuffled = names[:]
+def split_names(names: list[str], seed: int) -> dict[str, list[str]]:
+    """The recipe's seeded split of photo names: 15 % test, 15 % validation, the rest train."""
+    rng = random.Random(seed)
+    shuffled = sorted(names)
     rng.shuffle(shuffled)
     n_test = math.ceil(0.15 * len(names))
-    split = {"test": sorted(shuffled[:n_test]), "val": sorted(shuffled[n_test : 2 * n_test]),
-             "train": sorted(shuffled[2 * n_test :])}
+    return {"test": sorted(shuffled[:n_test]), "val": sorted(shuffled[n_test : 2 * n_test]),
+            "train": sorted(shuffled[2 * n_test :])}
+
+
+def step_split(args) -> dict:
+    split = split_names(_names(Path(args.photos)), args.seed)
     write_json(args.work / "split.json", split)
     logger.info("split: %d train, %d validation, %d test", *(len(split[k]) for k in ("train", "val", "test")))
     return split
@@ -90,14 +94,14 @@ def step_select(args, split) -> dict:
             texture = read_image(fit / name / "uv_unwrapped.png").astype(np.float32) / 255.0
             confidence = read_image(fit / name / "uv_confidence.png")[..., 0].astype(np.float32) / 255.0
             stats = {
-                "landmark_error": metrics["landmark_error"],
+                "landmark_residual": metrics["landmark_residual"],
                 "unwrap_coverage": metrics["unwrap_coverage"],
                 "occlusion": _occlusion(face),
                 "stage1_psnr": metrics["stage1_psnr"],
                 "skin_chroma": float(np.abs(median_chroma(texture, confidence) - 1 / 3).max()),
             }
             reasons = [k for k, v in stats.items()
-                       if (v > THRESHOLDS[k] if k in ("landmark_error", "occlusion") else v < THRESHOLDS[k])]
+                       if (v > THRESHOLDS[k] if k in ("landmark_residual", "occlusion") else v < THRESHOLDS[k])]
             table[name] = {"subset": subset, "kept": not reasons, "reason": ", ".join(reasons), **stats}
     write_json(args.work / "selection.json", table)
     for subset in split:

@@ -127,7 +127,7 @@ def step_report(args, table) -> dict:
     pipeline = {}
     for variant, (metrics, stage) in variants.items():
         keys = [f"{stage}_psnr", f"{stage}_ssim", f"{stage}_high_freq_psnr", f"{stage}_psnr_512",
-                f"{stage}_high_freq_psnr_512", "landmark_error"]
+                f"{stage}_high_freq_psnr_512", "landmark_residual"]
         pipeline[variant] = {k: float(np.nanmean([m[k] for m in metrics.values() if m.get(k) is not None]))
                              for k in keys}
         pipeline[variant]["faces"] = len(metrics)
@@ -173,7 +173,7 @@ def write_model_cards(args, table: dict, summary: dict) -> None:
     for name, v in pipe.items():
         stage = "stage2" if name.startswith(("stage 3 off", "UVAPM")) else "stage3"
         pipe_rows.append(f"| {name} | {v['faces']} | {v[stage + '_psnr']:.2f} | {v[stage + '_ssim']:.3f} | "
-                         f"{v[stage + '_high_freq_psnr_512']:.2f} | {v['landmark_error']:.4f} | "
+                         f"{v[stage + '_high_freq_psnr_512']:.2f} | {v['landmark_residual']:.4f} | "
                          f"{v['seconds_per_face']:.1f} |")
     evr = np.array(selection["explained_variance"])
     uvapm_card = (TEMPLATES / "MODEL_CARD_uvapm.md").read_text().format(

@@ -120,7 +120,7 @@ def test_nan_during_fitting_recovers_or_fails_that_face(photo_dir, small_models,
     assert re.fullmatch(r"loss or parameters became NaN/Inf 6 times at step 0; giving up on this face", reasons[failed])
     assert not (out / failed / "metrics.json").exists()
     metrics = json.loads((out / recovered / "metrics.json").read_text())
-    assert np.isfinite(metrics["stage1_psnr"]) and metrics["landmark_error"] < 0.1
+    assert np.isfinite(metrics["stage1_psnr"]) and metrics["landmark_residual"] < 0.1
     assert "non-finite loss or parameters at step 1" in (out / recovered / "log.txt").read_text()
     err = capsys.readouterr().err
     no_traceback(err)
