@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", type=int, help=default_help("image side in pixels", defaults.resolution))
     parser.add_argument("--turntable", choices=("gif", "mp4"), help="also write a 360-degree turntable")
     parser.add_argument("--device", help=default_help("cpu, cuda or auto", defaults.device))
-    add_config_args(parser, str(DEFAULT_CONFIG))
+    add_config_args(parser, str(DEFAULT_CONFIG), "turntable_frames=72")
     add_logging_args(parser)
     return parser
 

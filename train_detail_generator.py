@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue from CHECKPOINT (default: OUTPUT_DIR/last.pt)")
     parser.add_argument("--tensorboard", action="store_const", const=True,
                         help="also log to OUTPUT_DIR/tensorboard (needs the tensorboard package)")
-    add_config_args(parser, str(DEFAULT_CONFIG))
+    add_config_args(parser, str(DEFAULT_CONFIG), "data.augment.contrast=0.2")
     add_logging_args(parser)
     return parser
 

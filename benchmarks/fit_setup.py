@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from assets import load_installed_face_model
 from fitting.config import FittingConfig
 from fitting.run import DEFAULT_CONFIG
-from testing.small_models import QUICK_OVERRIDES, ModelChoice, choose_models
 from utils.cli import add_logging_args
 from utils.config import add_config_args, load_config
+
+if TYPE_CHECKING:
+    from testing.small_models import ModelChoice
 
 __all__ = ["add_fitting_args", "fitting_config"]
 
@@ -31,7 +33,7 @@ def add_fitting_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, few steps and stand-in models: checks that it runs, not a measurement")
-    add_config_args(parser, str(DEFAULT_CONFIG))
+    add_config_args(parser, str(DEFAULT_CONFIG), "albedo.optim.steps=100")
     add_logging_args(parser)
 
 
@@ -40,6 +42,9 @@ def fitting_config(args: argparse.Namespace, scratch: Path, stages=(1, 2, 3)) ->
 
     Stand-in models, when needed, are written to ``scratch``.
     """
+    from assets import load_installed_face_model  # torch: not needed for --help
+    from testing.small_models import QUICK_OVERRIDES, choose_models
+
     overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.overrides]
     config = load_config(FittingConfig, args.config, overrides)
     layout_id = load_installed_face_model(config.face_model).uv_layout_id

@@ -160,6 +160,10 @@ class PhotometricShapeConfig:
         lr_translation_m: translation learning rate in metres (converted to model units).
         proxy_resolution: side of the UV albedo proxy (smooth colour only, so
             shading is explained by lighting and geometry).
+        symmetric_proxy: tie each proxy texel to its mirror across the face's
+            symmetry plane, so a left-right brightness difference can only be
+            explained by the light (directional light is not symmetric; the
+            skin's smooth colour nearly is).
         w_photo, w_landmark, w_identity, w_expression, w_gamma_mono: loss weights. The
             landmark term is the weighted mean squared distance in units of the image size.
     """
@@ -172,6 +176,7 @@ class PhotometricShapeConfig:
     lr_gamma: float = 0.01
     lr_proxy: float = 0.02
     proxy_resolution: int = 8
+    symmetric_proxy: bool = True
     w_photo: float = 1.0
     w_landmark: float = 200.0
     w_identity: float = 2e-4
@@ -202,6 +207,10 @@ class UnwrapConfig:
             self-shadowed texels from exploding).
         mirror_weight: confidence given to a texel filled from its mirror, as
             a fraction of the mirror's own confidence.
+        mask: which crop mask gates the confidence: ``parse`` (the face with
+            brows, nose and lips, without eyes, inner mouth, hair, glasses and
+            background: the features belong in an albedo map) or ``skin``
+            (skin only; the features are then inpainted with skin colour).
     """
 
     resolution: int = 512
@@ -210,6 +219,7 @@ class UnwrapConfig:
     depth_tolerance_m: float = 0.004
     min_shading: float = 0.08
     mirror_weight: float = 0.8
+    mask: str = "parse"
 
 
 @dataclass
@@ -259,8 +269,14 @@ class DetailFitConfig:
             weight suits a 500-d vector and a 16384-value latent grid).
         init_from_unwrap: start the latent from the generator's encoding of
             the unwrapped texture when it has one (zeros otherwise).
-        observed_detail: blend in the photo's own detail where the
-            unwrapping is confident (generators with additive detail).
+        observed_detail: blend in what the photo shows where the unwrapping
+            is confident.
+        observed_band: what is blended: ``full`` (the unwrapped texture
+            itself, all frequencies, over the coarse albedo with the generated
+            detail: the seen skin as seen, the models only where the photo
+            does not show it) or ``high`` (only the texture's high-frequency
+            detail, added to the coarse albedo; generators with additive
+            detail).
     """
 
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=15, rampdown=0.3))
@@ -273,6 +289,7 @@ class DetailFitConfig:
     w_prior: float = 1e-2
     init_from_unwrap: bool = True
     observed_detail: bool = True
+    observed_band: str = "full"
 
 
 @dataclass

@@ -12,9 +12,14 @@ on the latent. The photo is the original re-warped into a crop of
 A generator that can encode a texture (ours) starts its latent from the
 encoding of the detail seen in the unwrapped photo texture (one encoder
 pass), so a few steps suffice. With ``observed_detail`` on, the final map
-then takes the photo's own high-frequency detail where the unwrapping is
-confident and the generated detail elsewhere, for generators whose
-combination is additive (the paper's HSV replacement has no such split).
+then takes what the photo shows where the unwrapping is confident: with
+``observed_band: full`` the unwrapped texture itself, blended by its
+confidence (mirrored texels count with their mirror's, see
+:mod:`fitting.unwrap`) over the coarse albedo with the generated detail (the
+models fill only what the photo does not show; any generator), with ``high`` only
+its high-frequency detail in place of the generated detail (generators
+whose combination is additive; the paper's HSV replacement has no such
+split).
 What a generator offers is asked through the
 :class:`~models.detail_generator.DetailGenerator` protocol, never its class.
 """
@@ -29,6 +34,7 @@ from models.detail_generator import DetailGenerator
 from models.face_model import FaceModel
 from models.filters import gaussian_high_pass
 from models.renderer import Renderer
+from utils.config import ConfigError
 
 from .config import DetailFitConfig
 from .losses import gaussian_prior, photometric_loss
@@ -39,7 +45,10 @@ from .shape import fit_mask
 from .structures import FaceBatch, FitState
 from .unwrap import UnwrapResult
 
-__all__ = ["DetailFitter"]
+__all__ = ["OBSERVED_BANDS", "DetailFitter"]
+
+#: Values of :attr:`~fitting.config.DetailFitConfig.observed_band`.
+OBSERVED_BANDS = ("full", "high")
 
 
 class DetailFitter:
@@ -62,6 +71,9 @@ class DetailFitter:
         self.config = config or DetailFitConfig()
         camera = PinholeCamera(face_model.camera_distance, self.config.render_size)
         self.renderer = Renderer.for_face_model(face_model, camera, RenderSettings(refresh_pixels=float("inf")))
+        if self.config.observed_band not in OBSERVED_BANDS:
+            raise ConfigError(f"detail.observed_band: {self.config.observed_band!r} is not one of "
+                              f"{', '.join(OBSERVED_BANDS)}")
         self.progress = StepProgress()
 
     def _initial_latent(self, unwrapped: UnwrapResult | None, batch: int, device) -> torch.Tensor:
@@ -73,11 +85,15 @@ class DetailFitter:
 
     def _observed_blend(self, coarse: torch.Tensor, generated: torch.Tensor,
                         unwrapped: UnwrapResult | None) -> torch.Tensor | None:
-        """Coarse + the photo's detail where confidently seen + generated detail elsewhere (B, 3, R, R),
-        or None when the generator cannot take the photo's detail."""
+        """The final map with what the photo shows blended in by the unwrapping's confidence (B, 3, R, R) (see
+        the module docstring), or None when the generator cannot take the photo's detail."""
         if unwrapped is None or not self.config.observed_detail:
             return None
         gen = self.detail_model
+        if self.config.observed_band == "full":
+            confidence = _resize(unwrapped.filled_confidence, gen.resolution)
+            seen = _resize(unwrapped.filled, gen.resolution)
+            return confidence * seen + (1 - confidence) * gen.combine(coarse, generated)
         observed = gen.observed_detail(unwrapped.filled)
         if observed is None:
             return None

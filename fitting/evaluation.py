@@ -33,6 +33,8 @@ class ReRenderEvaluation:
     Sets ``state.renders`` (stage -> (B, 3, 224, 224) composites), ``state.render_mask`` and the metrics
     ``<stage>_psnr``, ``<stage>_ssim``, ``<stage>_high_freq_psnr`` (224 px; ``_<D>`` at the detail crop size
     for the texture stages), ``landmark_residual``, ``landmark_residual_landmark_fit``, ``unwrap_coverage``,
+    ``reliable_share`` (the share of the rendered face's pixels the colour fit trusted: skin x parse masks; low
+    when glasses, hair, hands or shadows cover the face),
     the photo's skin tone ``photo_skin_L``/``_a``/``_b``/``_ita_deg`` (skin-mask pixels of the crop) and, with
     an unwrap, the final albedo's ``albedo_skin_L``/``_a``/``_b``/``_ita_deg`` (texels seen with confidence
     above 0.5).
@@ -63,6 +65,8 @@ class ReRenderEvaluation:
         metrics["landmark_residual"] = state.landmark_residual
         metrics["landmark_residual_landmark_fit"] = state.landmark_residual_initial
         metrics.update({f"photo_skin_{k}": v for k, v in skin_tone(batch.image, batch.skin_mask).items()})
+        used = fit_mask(render_mask, batch.skin_mask, batch.parse_mask).flatten(1).sum(1)
+        metrics["reliable_share"] = used / render_mask.flatten(1).sum(1).clamp_min(1.0)
         if state.unwrapped is not None:
             metrics["unwrap_coverage"] = state.unwrapped.coverage
             tone = skin_tone(maps[state.final_stage], state.unwrapped.confidence)

@@ -19,8 +19,8 @@ img.summary { height: 110px; } img.uv { height: 110px; }
 .failed { background: #fde8e8; }
 """
 
-_COLUMNS = ("last stage", "PSNR (dB)", "SSIM", "high-freq PSNR 512", "landmark residual", "photo skin ITA",
-            "albedo skin ITA", "albedo skin L*")
+_COLUMNS = ("last stage", "PSNR (dB)", "SSIM", "high-freq PSNR 512", "landmark residual", "reliable share",
+            "photo skin ITA", "albedo skin ITA", "albedo skin L*")
 
 
 def _numbers(metrics: dict) -> list:
@@ -28,7 +28,8 @@ def _numbers(metrics: dict) -> list:
     stage = next((s for s in ("stage3", "stage2", "stage1") if f"{s}_psnr" in metrics), "")
     return [stage.replace("stage", "stage "), metrics.get(f"{stage}_psnr"), metrics.get(f"{stage}_ssim"),
             metrics.get(f"{stage}_high_freq_psnr_512"), metrics.get("landmark_residual"),
-            metrics.get("photo_skin_ita_deg"), metrics.get("albedo_skin_ita_deg"), metrics.get("albedo_skin_L")]
+            metrics.get("reliable_share"), metrics.get("photo_skin_ita_deg"), metrics.get("albedo_skin_ita_deg"),
+            metrics.get("albedo_skin_L")]
 
 
 def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, str]]) -> None:
@@ -63,6 +64,8 @@ def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, 
 <p>{count(len(rows), 'face')} reconstructed, {len(failures)} failed. Summary panels: input | landmarks (blue detected,
 red fitted) | skin mask | stage 1 | stage 2 | stage 3 | UV albedo. PSNR/SSIM are measured inside the skin mask: how
 well the photo is explained, not whether the albedo is right. Landmark residual: the fit against its own detections.
+Reliable share: the share of the rendered face the colour fit trusted (skin and parse masks); low values mean
+glasses, hair, hands or shadows covered the face.
 Skin ITA (individual typology angle, degrees; above 55 very light, below -30 dark) and L* of the photo's skin pixels
 and of the albedo's seen texels: an albedo tone that follows the scene's light instead of the skin shows here.</p>
 <table><tr><th>face</th><th>summary</th><th>UV albedo</th>{header}<th>seconds</th></tr>

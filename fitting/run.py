@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help=default_help("random seed", defaults.seed))
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="redo faces (and preprocessing) already done")
-    add_config_args(parser, str(DEFAULT_CONFIG))
+    add_config_args(parser, str(DEFAULT_CONFIG), "albedo.optim.steps=100")
     add_logging_args(parser)
     return parser
 

@@ -7,7 +7,9 @@
    and a low-resolution UV albedo proxy against the skin-masked photo, with
    the cached renderer, keeping the landmark term and the coefficient priors.
    The proxy (``proxy_resolution`` texels a side) can only hold smooth
-   colour, so shading is explained by lighting and geometry.
+   colour and, with ``symmetric_proxy``, is the same on both halves of the
+   face, so shading, including a left-right gradient, is explained by
+   lighting and geometry.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from models.face_model import FaceModel
 from models.renderer import Renderer
 from models.shading import AMBIENT_SHADING, sh_ambient_offset, sh_shading
 from models.surface_points import SurfacePoints
+from models.uv_layout import UVLayout
 
 from .config import ShapeFitConfig
 from .landmark_fit import LandmarkFitter, LandmarkTargets, normalized_landmark_error
@@ -33,6 +36,9 @@ from .progress import StepProgress
 from .structures import FaceBatch, FitState
 
 __all__ = ["ShapeFitter", "fit_mask", "skin_colour", "normalize_light_scale"]
+
+#: Side of the UV map the albedo proxy is rendered from.
+PROXY_MAP_SIZE = 64
 
 def normalize_light_scale(gamma: torch.Tensor, normals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fix the albedo/light scale ambiguity: rescale the light so that the mean shading over the visible face,
@@ -97,7 +103,20 @@ class ShapeFitter:
         self.camera = PinholeCamera(face_model.camera_distance, image_size)
         self.landmark_fitter = LandmarkFitter(face_model, self.camera, self.config.landmarks, dense_points)
         self.renderer = Renderer.for_face_model(face_model, self.camera, self.config.render)
+        self.proxy_layout = None
+        if self.config.refine.symmetric_proxy:
+            device = face_model.mean_shape.device
+            self.proxy_layout = UVLayout(face_model.cpu(), PROXY_MAP_SIZE).to(device)
+            face_model.to(device)
         self.progress = StepProgress()
+
+    def proxy_map(self, proxy: torch.Tensor) -> torch.Tensor:
+        """The albedo proxy (B, 3, P, P) as a (B, 3, 64, 64) UV map, averaged with its mirror image when
+        ``symmetric_proxy`` is on."""
+        albedo = F.interpolate(proxy, size=PROXY_MAP_SIZE, mode="bilinear", align_corners=False)
+        if self.proxy_layout is None:
+            return albedo
+        return 0.5 * (albedo + self.proxy_layout.mirrored(albedo))
 
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
         """Fit pose, identity, expression and lighting; sets ``params``, the fitted landmarks and their
@@ -125,7 +144,7 @@ class ShapeFitter:
             landmarks_fixed=fitter.project(params, self.model.landmark_indices.expand(B, -1)),
             landmark_residual=normalized_landmark_error(fitted, landmarks),
             landmark_residual_initial=log["error"],
-            albedo_maps={self.name: F.interpolate(proxy, size=64, mode="bilinear", align_corners=False)},
+            albedo_maps={self.name: self.proxy_map(proxy)},
             histories={self.name: history},
         )
 
@@ -152,8 +171,8 @@ class ShapeFitter:
 
         def closure():
             out = replace(p, expression=p.expression.clamp(lower, upper)).posed(model)
-            albedo = F.interpolate(proxy, size=64, mode="bilinear", align_corners=False)
-            render = self.renderer(out.vertices, albedo, p.gamma, normals=model.vertex_normals(out.vertices))
+            normals = model.vertex_normals(out.vertices)
+            render = self.renderer(out.vertices, self.proxy_map(proxy), p.gamma, normals=normals)
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             lmk = self.camera.project((out.vertices[rows, corners] * bary[..., None]).sum(2))
             return {

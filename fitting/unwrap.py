@@ -5,14 +5,17 @@ its 3D point on the fitted mesh, projects it into the photo, samples the
 colour, divides by the fitted SH shading (a pseudo-albedo), and scores how
 much to trust it:
 
-    confidence = visible (z-buffer) x facing ramp x skin mask x inside the image
+    confidence = visible (z-buffer) x facing ramp x face mask x inside the image
 
 where the facing ramp goes from 0 at a grazing angle (cos = ``facing_min``)
-to 1 at ``facing_full``. Unseen texels are then filled by mirroring across the
-face's symmetry where the other side was seen, and the rest by a smooth
-push-pull inpainting; the raw texture and its confidence are kept beside the
-filled texture. This is how UV albedo datasets are built from photo folders
-(FFHQ-UV's step 4 does the same from three synthetic views).
+to 1 at ``facing_full`` and the face mask is the crop's parse mask (brows,
+nose and lips in; eyes, inner mouth, hair, glasses and background out: the
+features belong in an albedo map) or, with ``mask: skin``, its skin mask.
+Unseen texels are then filled by mirroring across the face's symmetry where
+the other side was seen, and the rest by a smooth push-pull inpainting; the
+raw texture and its confidence are kept beside the filled texture. This is
+how UV albedo datasets are built from photo folders (FFHQ-UV's step 4 does
+the same from three synthetic views).
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ from models.face_model import FaceModel
 from models.renderer import Renderer
 from models.shading import sh_shading
 from models.uv_layout import UVLayout
+from utils.config import ConfigError
 
 from .config import UnwrapConfig
 from .params import FaceParams
 from .structures import FaceBatch, FitState
 
-__all__ = ["UnwrapResult", "Unwrapper", "unwrap_texture", "push_pull_fill", "sample_image"]
+__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "push_pull_fill", "sample_image"]
+
+#: Values of :attr:`~fitting.config.UnwrapConfig.mask`.
+UNWRAP_MASKS = ("parse", "skin")
 
 
 @dataclass
@@ -93,7 +100,7 @@ def unwrap_texture(
     face_model: FaceModel,
     params: FaceParams,
     image: torch.Tensor,
-    skin_mask: torch.Tensor | None,
+    mask: torch.Tensor | None,
     layout: UVLayout,
     config: UnwrapConfig | None = None,
 ) -> UnwrapResult:
@@ -104,7 +111,7 @@ def unwrap_texture(
         params: fitted parameters (shape, pose and lighting).
         image: (B, 3, S, S) the aligned photo at any size S (the same view as
             the 224 crop, e.g. re-warped from the original at 512 for detail).
-        skin_mask: (B, 1, s, s) skin mask of the crop (any size), or None.
+        mask: (B, 1, s, s) mask of the crop's pixels that may enter the texture (any size), or None.
         layout: the UV layout at the output resolution.
         config: thresholds.
     """
@@ -134,8 +141,8 @@ def unwrap_texture(
         facing = (texel_normals * to_camera).sum(1, keepdim=True)
         facing_weight = ((facing - cfg.facing_min) / (cfg.facing_full - cfg.facing_min)).clamp(0, 1)
         inside = ((pixels >= 0) & (pixels <= S)).all(-1)[:, None].float()
-        skin = sample_image(skin_mask, pixels * (skin_mask.shape[-1] / S)) if skin_mask is not None else 1.0
-        confidence = layout.mask * visible * facing_weight * inside * skin
+        allowed = sample_image(mask, pixels * (mask.shape[-1] / S)) if mask is not None else 1.0
+        confidence = layout.mask * visible * facing_weight * inside * allowed
 
         colour = sample_image(image, pixels)
         flat_normals = texel_normals.permute(0, 2, 3, 1).reshape(B, R * R, 3)
@@ -152,7 +159,8 @@ def unwrap_texture(
 
 class Unwrapper:
     """Unwrapping as a pipeline stage (:class:`~fitting.structures.Stage`): the batch's detail-resolution
-    photo (``batch.detail_image``) unwrapped with the stage-1 shape and light into ``state.unwrapped``.
+    photo (``batch.detail_image``) unwrapped with the stage-1 shape and light into ``state.unwrapped``, gated by
+    the batch's parse or skin mask (``config.mask``).
 
     Args:
         face_model: the face model.
@@ -164,11 +172,13 @@ class Unwrapper:
     def __init__(self, face_model: FaceModel, config: UnwrapConfig | None = None):
         self.model = face_model
         self.config = config or UnwrapConfig()
+        if self.config.mask not in UNWRAP_MASKS:
+            raise ConfigError(f"unwrap.mask: {self.config.mask!r} is not one of {', '.join(UNWRAP_MASKS)}")
         device = face_model.mean_shape.device
         self.layout = UVLayout(face_model.cpu(), self.config.resolution).to(device)
         face_model.to(device)
 
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
-        unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, batch.skin_mask, self.layout,
-                                   self.config)
+        mask = batch.parse_mask if self.config.mask == "parse" else batch.skin_mask
+        unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, mask, self.layout, self.config)
         return state.updated(unwrapped=unwrapped)

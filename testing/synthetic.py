@@ -19,6 +19,7 @@ from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
 from models.renderer import Renderer
+from models.shading import sh_ambient_offset
 from models.view_rendering import ViewMesh, head_texture
 
 __all__ = ["SyntheticFaces", "make_synthetic_faces", "smooth_albedo_map", "rigid_align", "vertex_error_mm"]
@@ -68,6 +69,8 @@ def make_synthetic_faces(
     image_size: int = 224,
     yaw_range_deg: tuple[float, float] | None = None,
     head: bool = False,
+    light: torch.Tensor | None = None,
+    light_colour: tuple[float, float, float] | None = None,
 ) -> SyntheticFaces:
     """Render ``batch`` random faces with known parameters (seeded).
 
@@ -78,7 +81,10 @@ def make_synthetic_faces(
 
     ``light_strength`` scales a white directional light; ``light_jitter`` is
     the standard deviation of random noise on all 27 SH coefficients (which
-    also tints the light).
+    also tints the light); ``light`` (B or 1, 27) replaces both with given SH
+    coefficients (the random draws still happen, so the rest of the face is
+    the same as without it). ``light_colour`` (R, G, B) then multiplies the
+    whole light, its ambient part included: a coloured or dimmer scene.
     """
     g = torch.Generator().manual_seed(seed)
     device = face_model.mean_shape.device
@@ -103,6 +109,12 @@ def make_synthetic_faces(
     gamma = torch.randn(batch, 27, generator=g) * light_jitter  # includes per-channel colour differences
     direction = torch.randn(batch, 3, generator=g) * light_strength
     gamma.view(batch, 3, 9)[:, :, 1:4] += direction[:, None, :]  # the same directional light in R, G, B
+    if light is not None:
+        gamma = light.to(gamma).expand(batch, 27).clone()
+    if light_colour is not None:
+        offset = sh_ambient_offset().view(1, 3, 9)
+        colour = torch.tensor(light_colour, dtype=gamma.dtype).view(1, 3, 1)
+        gamma = ((gamma.view(batch, 3, 9) + offset) * colour - offset).reshape(batch, 27)
     params = FaceParams(identity, expression, angles, translation, gamma).to(device)
     if albedo_map is None:
         albedo_map = smooth_albedo_map(batch, 256, g)

@@ -149,6 +149,13 @@ def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
             assert 0 < row["landmark_error"] < 0.3 and 0 < row["lighting_error"] < 2, row
     per_face = list(csv.DictReader((results_dir / "synthetic_gt_quick.csv").open()))
     assert len(per_face) == 3 * len(synthetic_gt.METHODS)
+    # the same face under two scene lights: colours scored against the truth, and their spread
+    lights = _rows(results_dir, "synthetic_lights_quick")
+    assert [r["method"] for r in lights] == list(synthetic_gt.LIGHT_METHODS)
+    for row in lights:
+        assert row["faces"] == 1 and 0 < row["mean dE to truth"] < 100 and 0 <= row["spread across lights"] < 100
+    photo = lights[0]  # tungsten light moves the photo's skin colour
+    assert photo["spread across lights"] > 3
 
 
 def test_light_invariance_pairs_people(tmp_path):

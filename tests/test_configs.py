@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from fitting.config import FittingConfig, PreprocessConfig, RenderConfig
 from fitting.runner import resolve_config
@@ -24,16 +26,18 @@ CONFIGS = {
     "render.yaml": RenderConfig,
 }
 
-#: command (as the README prints it, run from the repository) -> a default its --help must show.
+#: command (as the README prints it, run from the repository) -> (usage line, a default its --help must show,
+#: the schema its --set overrides go to).
 COMMANDS = {
-    ("run_rgb_fitting.sh",): ("usage: bash run_rgb_fitting.sh", f"(default: {FittingConfig().batch_size})"),
+    ("run_rgb_fitting.sh",): ("usage: bash run_rgb_fitting.sh", f"(default: {FittingConfig().batch_size})",
+                              FittingConfig),
     ("-m", "fitting.preprocess"): ("usage: python -m fitting.preprocess",
-                                   f"(default: {PreprocessConfig().min_face_size})"),
+                                   f"(default: {PreprocessConfig().min_face_size})", PreprocessConfig),
     ("train_detail_generator.py",): ("usage: train_detail_generator.py [-h] --dataset_path DATASET_PATH",
-                                     f"(default: {DetailTrainingConfig().model.latent_grid})"),
-    ("render_3d_face.py",): ("usage: render_3d_face.py", f"(default: {RenderConfig().resolution})"),
+                                     f"(default: {DetailTrainingConfig().model.latent_grid})", DetailTrainingConfig),
+    ("render_3d_face.py",): ("usage: render_3d_face.py", f"(default: {RenderConfig().resolution})", RenderConfig),
     ("-m", "models.uv_albedo_model", "build"): ("usage: python -m models.uv_albedo_model build",
-                                                f"(default: {UVAPMBuildConfig().components})"),
+                                                f"(default: {UVAPMBuildConfig().components})", UVAPMBuildConfig),
 }
 
 
@@ -88,8 +92,9 @@ def test_every_field_is_documented():
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
 def test_help_answers_without_loading_torch(command):
-    """``--help`` names the command as users type it, shows the dataclass defaults and imports no torch."""
-    usage, default = COMMANDS[command]
+    """``--help`` names the command as users type it, shows the dataclass defaults, gives a ``--set`` example
+    that is a setting of its own config, and imports no torch."""
+    usage, default, schema = COMMANDS[command]
     if command[0].endswith(".sh"):
         run = subprocess.run(["bash", str(REPO / command[0]), "--help"], capture_output=True, text=True, cwd=REPO)
     else:
@@ -105,3 +110,8 @@ def test_help_answers_without_loading_torch(command):
     assert run.returncode == 0, run.stderr
     text = " ".join(run.stdout.split())
     assert text.startswith(usage) and default in text, text[:400]
+    example = re.search(r"e\.g\. --set (\S+)", text).group(1)
+    key, value = example.split("=")
+    changed = load_config(schema, None, [example])
+    assert str(OmegaConf.select(OmegaConf.structured(changed), key)) == value != str(
+        OmegaConf.select(OmegaConf.structured(schema()), key))

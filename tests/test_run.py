@@ -69,6 +69,7 @@ def test_run_writes_every_output_and_resumes(photo_dir, small_models, tmp_path):
         # the albedo side: skin tones of the photo and of the albedo over the seen texels, as CIELAB and ITA
         for kind in ("photo_skin", "albedo_skin"):
             assert 20 < metrics[f"{kind}_L"] < 95 and -90 < metrics[f"{kind}_ita_deg"] < 90, metrics
+        assert 0.3 < metrics["reliable_share"] <= 1.0  # shared photos with the face mostly uncovered
         assert set(metrics["seconds"]) == {"stage1", "unwrap", "stage2", "stage3", "evaluate"}
         # log.txt holds this face's own lines (stages with losses and times), not the other face's
         log = (folder / "log.txt").read_text()

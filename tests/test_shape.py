@@ -145,3 +145,36 @@ def test_points_facing_away_lose_their_weight(ict_model):
     assert far.any() and near.any()
     assert weights[far].mean() < 0.3 * weights[near].mean(), (weights[far].mean(), weights[near].mean())
     assert ((weights >= 0) & (weights <= 1)).all()
+
+
+def test_symmetric_proxy_gives_a_side_light_to_the_lighting(ict_model):
+    """A frontal face of uniform colour lit from its side: with the mirror-tied proxy the fitted light keeps the
+    left-right ratio of the true shading; a free proxy paints part of the gradient into the albedo."""
+    from models.shading import sh_shading
+
+    light = torch.zeros(1, 27)
+    light.view(1, 3, 9)[:, :, 3] = -0.35  # band 3 is -x: light from the subject's left (+x)
+    albedo = torch.full((1, 3, 64, 64), 0.6)
+    truth = make_synthetic_faces(ict_model, 1, seed=3, max_yaw_deg=0, max_pitch_deg=0, light=light,
+                                 albedo_map=albedo)
+    batch = FaceBatch.from_tensors(truth.image, truth.landmarks, truth.mask, detail_size=64)
+    sides = torch.tensor([[[1.0, 0.0, 0.5], [-1.0, 0.0, 0.5]]])
+    sides = sides / sides.norm(dim=-1, keepdim=True)
+
+    def side_ratio(gamma):
+        shading = sh_shading(sides, gamma).mean(-1)[0]
+        return float(shading[0] / shading[1])
+
+    true_ratio = side_ratio(light)
+    errors, maps = {}, {}
+    for symmetric in (True, False):
+        config = ShapeFitConfig()
+        config.refine.symmetric_proxy = symmetric
+        fitter = ShapeFitter(ict_model, config)
+        state = fitter(batch, FitState())
+        errors[symmetric] = abs(side_ratio(state.params.gamma) - true_ratio)
+        maps[symmetric] = (fitter, state.albedo_maps["stage1"])
+    assert true_ratio > 1.5
+    assert errors[True] < 0.5 * errors[False], errors
+    fitter, proxy_map = maps[True]
+    torch.testing.assert_close(fitter.proxy_layout.mirrored(proxy_map), proxy_map, atol=0.02, rtol=0)

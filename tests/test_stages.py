@@ -85,3 +85,34 @@ def test_stage3_moves_the_latent_toward_the_detail_in_the_photo(ict_model, uvapm
     before = _face_region(start, truth_map, uv_mask)
     after = _face_region(state.albedo_maps["stage3"], truth_map, uv_mask)
     assert after < 0.8 * before, (before, after)
+
+
+def test_stage3_takes_the_seen_texture_where_the_unwrapping_is_confident(ict_model, uvapm):
+    """``observed_band: full``: seen texels are the unwrapped texture, unseen ones the models' albedo, and the
+    confidence blends them; ``high`` keeps the coarse albedo's colour on seen texels."""
+    from fitting.unwrap import UnwrapResult
+    from utils.config import ConfigError
+
+    config = DetailGeneratorConfig(resolution=64, channels=1, latent_dim=4, latent_grid=4, base_channels=4,
+                                   max_channels=16, detail_scale=0.3, low_pass_resolution=32)
+    generator = DetailVAE(config).eval()
+    coarse = uvapm(torch.zeros(1, uvapm.num_coeffs)).clamp(0, 1)
+    seen = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    confidence = torch.zeros(1, 1, 64, 64)
+    confidence[..., :32, :] = 1.0  # the top half seen, the bottom half not
+    confidence[..., 30:34, :] = 0.5
+    unwrapped = UnwrapResult(seen, confidence, seen, confidence, torch.ones(1))
+    generated = generator.decode(torch.zeros(1, generator.latent_dim))
+    models_only = generator.combine(coarse, generated)
+    blends = {}
+    for band in ("full", "high"):
+        fitter = DetailFitter(ict_model, generator, config=DetailFitConfig(render_size=64, observed_band=band))
+        blends[band] = fitter._observed_blend(coarse, generated, unwrapped)
+    full = blends["full"]
+    torch.testing.assert_close(full[..., :30, :], seen[..., :30, :])
+    torch.testing.assert_close(full[..., 34:, :], models_only[..., 34:, :])
+    torch.testing.assert_close(full[..., 31, :], 0.5 * (seen + models_only)[..., 31, :])
+    high = blends["high"]  # the coarse colour stays: far from the random texture's own colours
+    assert (high[..., :30, :] - seen[..., :30, :]).abs().mean() > 0.1
+    with pytest.raises(ConfigError, match="observed_band"):
+        DetailFitter(ict_model, generator, config=DetailFitConfig(observed_band="all"))

@@ -64,3 +64,24 @@ def test_push_pull_keeps_known_values_and_fills_holes_smoothly():
     hole = filled[..., 8:24, 12:20]
     assert hole.min() > 0.0 and hole.max() < 1.0
     assert (hole[..., :, 0] > hole[..., :, -1]).all()  # left of the hole stays brighter than right
+
+
+def test_unwrapper_keeps_the_features_of_the_parse_mask(ict_model):
+    """By default the texture takes what the parse mask allows (brows, nose, lips); ``mask: skin`` only skin."""
+    from fitting.config import UnwrapConfig
+    from fitting.structures import FaceBatch, FitState
+    from fitting.unwrap import Unwrapper
+    from utils.config import ConfigError
+
+    truth = make_synthetic_faces(ict_model, 1, seed=6, max_yaw_deg=0)
+    skin = truth.mask.clone()
+    skin[..., 140:, :] = 0  # as if the lips and chin were not skin
+    batch = FaceBatch.from_tensors(truth.image, truth.landmarks, skin, parse_mask=truth.mask, detail_size=224)
+    state = FitState(params=truth.params)
+    coverage = {}
+    for mask in ("parse", "skin"):
+        unwrapped = Unwrapper(ict_model, UnwrapConfig(resolution=128, mask=mask))(batch, state).unwrapped
+        coverage[mask] = float(unwrapped.coverage)
+    assert coverage["skin"] < 0.85 * coverage["parse"]
+    with pytest.raises(ConfigError, match="unwrap.mask"):
+        Unwrapper(ict_model, UnwrapConfig(mask="hair"))

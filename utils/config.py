@@ -65,11 +65,12 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         raise ConfigError(f"{where}invalid config ({f'{key}: ' if key else ''}{message})") from None
 
 
-def add_config_args(parser: argparse.ArgumentParser, default_config: str | None) -> None:
-    """``--config FILE`` and repeatable ``--set key=value``."""
+def add_config_args(parser: argparse.ArgumentParser, default_config: str | None, example: str) -> None:
+    """``--config FILE`` and repeatable ``--set key=value``; ``example`` is a ``key=value`` of this command's
+    own config, shown in the help."""
     parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config value, e.g. --set shape.steps=50 (repeatable)")
+                        help=f"override any config value, e.g. --set {example} (repeatable)")
 
 
 def config_from_args(schema: type[T], args: argparse.Namespace, flags: dict[str, str]) -> T:

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the reference's similarity_Lm3D_all.mat (default: built-in ICT-FaceKit template)")
     parser.add_argument("--device", help="torch device for BiSeNet/FAN (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", default=None, help="redo images already processed")
-    add_config_args(parser, str(DEFAULT_CONFIG))
+    add_config_args(parser, str(DEFAULT_CONFIG), "min_face_size=60")
     add_logging_args(parser)
     return parser
 

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     defaults.power_iters))
     build.add_argument("--seed", type=int, help=default_help("seed of the random sketch", defaults.seed))
     build.add_argument("--device", help=default_help("cpu, cuda, cuda:N or auto", defaults.device))
-    add_config_args(build, DEFAULT_CONFIG)
+    add_config_args(build, DEFAULT_CONFIG, "components=60")
     add_logging_args(build)
     return parser
 
