@@ -272,7 +272,8 @@ class DetailFitConfig:
         observed_detail: blend in what the photo shows where the unwrapping
             is confident.
         observed_band: what is blended: ``full`` (the unwrapped texture
-            itself, all frequencies, over the coarse albedo with the generated
+            itself, all frequencies, colour-balanced to the models' albedo by
+            one gain per channel, over the coarse albedo with the generated
             detail: the seen skin as seen, the models only where the photo
             does not show it) or ``high`` (only the texture's high-frequency
             detail, added to the coarse albedo; generators with additive

@@ -13,10 +13,12 @@ A generator that can encode a texture (ours) starts its latent from the
 encoding of the detail seen in the unwrapped photo texture (one encoder
 pass), so a few steps suffice. With ``observed_detail`` on, the final map
 then takes what the photo shows where the unwrapping is confident: with
-``observed_band: full`` the unwrapped texture itself, blended by its
-confidence (mirrored texels count with their mirror's, see
-:mod:`fitting.unwrap`) over the coarse albedo with the generated detail (the
-models fill only what the photo does not show; any generator), with ``high`` only
+``observed_band: full`` the unwrapped texture itself, colour-balanced to the
+models' albedo (one gain per channel: the photo's structure, the light
+separation of the fit) and blended by its confidence (mirrored texels count
+with their mirror's, see :mod:`fitting.unwrap`) over the coarse albedo with
+the generated detail (the models fill only what the photo does not show; any
+generator), with ``high`` only
 its high-frequency detail in place of the generated detail (generators
 whose combination is additive; the paper's HSV replacement has no such
 split).
@@ -92,8 +94,9 @@ class DetailFitter:
         gen = self.detail_model
         if self.config.observed_band == "full":
             confidence = _resize(unwrapped.filled_confidence, gen.resolution)
-            seen = _resize(unwrapped.filled, gen.resolution)
-            return confidence * seen + (1 - confidence) * gen.combine(coarse, generated)
+            models = gen.combine(coarse, generated)
+            seen = balanced_to(_resize(unwrapped.filled, gen.resolution), models, confidence)
+            return confidence * seen + (1 - confidence) * models
         observed = gen.observed_detail(unwrapped.filled)
         if observed is None:
             return None
@@ -140,6 +143,13 @@ class DetailFitter:
             if final is None:
                 final = gen.combine(coarse, generated_detail)
         return state.updated(params=p, albedo_maps={self.name: final.clamp(0, 1)}, histories={self.name: history})
+
+
+def balanced_to(texture: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``texture`` (B, 3, R, R) times the per-channel gain that gives it ``reference``'s weighted mean colour
+    (B, 3, R, R) over ``weight`` (B, 1, R, R): its structure kept, its colour balance the reference's."""
+    gain = (weight * reference).flatten(2).sum(2) / (weight * texture).flatten(2).sum(2).clamp_min(1e-6)
+    return (texture * gain[:, :, None, None]).clamp(0, 1)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

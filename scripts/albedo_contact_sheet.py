@@ -62,13 +62,15 @@ def _parse_args(argv):
 
 
 def _tile(image, size: int = TILE):
+    """A float image in [0, 1] (RGBA composited on mid grey) as a (size, size, 3) uint8 tile."""
     import cv2
     import numpy as np
 
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 3 and image.shape[2] == 4:  # RGBA render on mid grey
+    if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3] * image[..., 3:] + 0.5 * (1 - image[..., 3:])
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    tile = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return (np.clip(tile, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _label(tile, text: str):
@@ -76,12 +78,12 @@ def _label(tile, text: str):
 
     out = tile.copy()
     cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (1, 1, 1), 1, cv2.LINE_AA)
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
 def sheet_row(face_dir: Path, processed: Path, views_dir: Path, render_config):
-    """One row, a (TILE, 6 TILE, 3) float array: crop | unwrapped | albedo | the three views."""
+    """One row, a (TILE, 6 TILE, 3) uint8 array: crop | unwrapped | albedo | the three views."""
     import numpy as np
 
     from fitting.structures import ProcessedFace
