@@ -22,7 +22,7 @@ from utils.config import add_config_args, load_config
 if TYPE_CHECKING:
     from testing.small_models import ModelChoice
 
-__all__ = ["add_fitting_args", "fitting_config"]
+__all__ = ["add_fitting_args", "fitting_config", "fit_photos"]
 
 
 def add_fitting_args(parser: argparse.ArgumentParser) -> None:
@@ -53,3 +53,30 @@ def fitting_config(args: argparse.Namespace, scratch: Path, stages=(1, 2, 3)) ->
     config.device, config.seed, config.stages = args.device, args.seed, list(stages)
     config.outputs.glb = False
     return config, models
+
+
+def fit_photos(args: argparse.Namespace, photos: list[Path], output_dir: Path) -> tuple[Path, ModelChoice]:
+    """Fit ``photos`` with the full pipeline into ``output_dir/fit`` (resuming with ``--resume``); returns that
+    folder and the models used.
+
+    The photos are linked into ``output_dir/photos`` (links of an earlier run are replaced; anything else there
+    is refused, so a wrong ``--output_dir`` deletes nothing).
+    """
+    import tempfile
+
+    from fitting.runner import run_folder
+    from utils.errors import ToolkitError
+
+    photo_dir = output_dir / "photos"
+    photo_dir.mkdir(parents=True, exist_ok=True)
+    for old in photo_dir.iterdir():
+        if not old.is_symlink():
+            raise ToolkitError(f"{old}: not a link made by this tool; choose another --output_dir")
+        old.unlink()
+    for photo in photos:
+        (photo_dir / photo.name).symlink_to(photo.resolve())
+    with tempfile.TemporaryDirectory(prefix="uvapm_fit_") as scratch:
+        config, models = fitting_config(args, Path(scratch))
+        config.overwrite = not args.resume
+        run_folder(photo_dir, output_dir / "fit", config, progress=not args.quiet)
+    return output_dir / "fit", models

@@ -54,6 +54,7 @@ from fitting.config import FittingConfig, PreprocessConfig
 from fitting.landmark_fit import LandmarkTargets
 from fitting.pipeline import default_model_path
 from fitting.preprocess.alignment import apply_affine
+from fitting.preprocess.detection import box_iou
 from fitting.preprocess.preprocessor import PreprocessError, Preprocessor
 from fitting.shape import ShapeFitter
 from fitting.structures import FaceBatch, FitState, ProcessedFace
@@ -133,18 +134,9 @@ def _process(fitters: Fitters, source: str, image: np.ndarray, name: str,
     if truth is None:
         return faces[0]
     box = np.concatenate([truth.min(0), truth.max(0)])
-    overlaps = [_iou(f.face_box[0].numpy(), box) for f in faces]
+    overlaps = [box_iou(f.face_box[0].numpy(), box) for f in faces]
     best = int(np.argmax(overlaps))
     return faces[best] if overlaps[best] > 0.2 else None
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def _score_photo(fitters: Fitters, image: np.ndarray, truth: np.ndarray, name: str, device) -> dict:

@@ -39,11 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.runner import run_folder
 from utils.errors import ToolkitError
 
 from . import common
-from .fit_setup import add_fitting_args, fitting_config
+from .fit_setup import add_fitting_args, fit_photos
 
 __all__ = ["read_identities", "colour_differences", "main"]
 
@@ -109,21 +108,8 @@ def run(args, argv: list[str]) -> list[dict]:
     if len(people) < 2:
         raise ToolkitError(f"{identities}: needs at least two people with two photos each")
     output_dir = Path(args.output_dir or Path(tempfile.gettempdir()) / "uvapm_benchmarks" / name)
-    photo_dir = output_dir / "photos"
-    photo_dir.mkdir(parents=True, exist_ok=True)
-    for old in photo_dir.iterdir():
-        if not old.is_symlink():
-            raise ToolkitError(f"{old}: not a link made by this benchmark; choose another --output_dir")
-        old.unlink()
-    person = {}
-    for label, photos in people.items():
-        for photo in photos:
-            (photo_dir / photo.name).symlink_to(photo.resolve())
-            person[photo.stem] = label
-    with tempfile.TemporaryDirectory(prefix="uvapm_bench_") as scratch:
-        config, models = fitting_config(args, Path(scratch))
-        config.overwrite = not args.resume
-        run_folder(photo_dir, output_dir / "fit", config, progress=not args.quiet)
+    person = {photo.stem: label for label, photos in people.items() for photo in photos}
+    _, models = fit_photos(args, [photo for photos in people.values() for photo in photos], output_dir)
     records, lab, ita = [], {k: {} for k in KINDS}, {k: {} for k in KINDS}
     for photo in sorted(person):
         path = output_dir / "fit" / photo / "metrics.json"

@@ -45,13 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.runner import run_folder
 from fitting.structures import ProcessedFace
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image
 
 from . import common
-from .fit_setup import add_fitting_args, fitting_config
+from .fit_setup import add_fitting_args, fit_photos
 
 __all__ = ["SAME_PERSON_THRESHOLD", "IdentityEmbedder", "select_photos", "main"]
 
@@ -175,18 +174,7 @@ def run(args, argv: list[str]) -> list[dict]:
     limit = args.limit if args.limit is not None else (2 if args.quick else 40)
     output_dir = Path(args.output_dir or Path(tempfile.gettempdir()) / "uvapm_benchmarks" / name)
     photos = select_photos(Path(args.input_dir), limit)
-    photo_dir = output_dir / "photos"
-    photo_dir.mkdir(parents=True, exist_ok=True)
-    for old in photo_dir.iterdir():
-        if not old.is_symlink():
-            raise ToolkitError(f"{old}: not a link made by this benchmark; choose another --output_dir")
-        old.unlink()
-    for photo in photos:
-        (photo_dir / photo.name).symlink_to(photo.resolve())
-    with tempfile.TemporaryDirectory(prefix="uvapm_bench_") as scratch:
-        config, models = fitting_config(args, Path(scratch))
-        config.overwrite = not args.resume
-        run_folder(photo_dir, output_dir / "fit", config, progress=not args.quiet)
+    _, models = fit_photos(args, photos, output_dir)
     records = measure(photos, output_dir / "fit", IdentityEmbedder())
     rows = summary(records)
     notes = (

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.fit_setup import add_fitting_args, fitting_config  # noqa: E402
+from benchmarks.fit_setup import add_fitting_args, fit_photos  # noqa: E402
 
 logger = logging.getLogger("uvapm.scripts")
 
@@ -108,7 +108,6 @@ def run(args) -> Path:
     import numpy as np
 
     from fitting.config import RenderConfig
-    from fitting.runner import run_folder
     from utils.errors import ToolkitError
     from utils.image_io import write_image
 
@@ -118,19 +117,7 @@ def run(args) -> Path:
     if missing:
         raise ToolkitError(f"{missing[0]}: not found" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     output_dir = Path(args.output_dir)
-    photo_dir = output_dir / "photos"
-    photo_dir.mkdir(parents=True, exist_ok=True)
-    for old in photo_dir.iterdir():
-        if not old.is_symlink():
-            raise ToolkitError(f"{old}: not a link made by this script; choose another --output_dir")
-        old.unlink()
-    for photo in photos:
-        (photo_dir / photo.name).symlink_to(photo.resolve())
-    with tempfile.TemporaryDirectory(prefix="uvapm_sheet_") as scratch:
-        config, _ = fitting_config(args, Path(scratch))
-        config.overwrite = not args.resume
-        fit_dir = output_dir / "fit"
-        run_folder(photo_dir, fit_dir, config, progress=not args.quiet)
+    fit_dir, _ = fit_photos(args, photos, output_dir)
     render_config = replace(RenderConfig(), views=list(VIEWS), light="studio", resolution=TILE * 2,
                             device=args.device)
     rows = []

@@ -43,7 +43,7 @@ import numpy as np
 from ..config import DETECTOR_METHODS
 from .facemesh import mediapipe_face_boxes
 
-__all__ = ["FaceDetection", "FaceDetector"]
+__all__ = ["FaceDetection", "FaceDetector", "box_iou"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ CNN_MAX_SIDE = 800
 MERGE_IOU = 0.3
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
     width = min(a[2], b[2]) - max(a[0], b[0])
     height = min(a[3], b[3]) - max(a[1], b[1])
     if width <= 0 or height <= 0:
@@ -178,7 +179,7 @@ class FaceDetector:
             if found and not find_all:
                 break
             earlier = list(found)
-            found += [d for d in run_pass() if not any(_iou(d.box, e.box) > MERGE_IOU for e in earlier)]
+            found += [d for d in run_pass() if not any(box_iou(d.box, e.box) > MERGE_IOU for e in earlier)]
         if not found and self._hog is not None:
             found = self._hog_low_threshold(small, scale)
         return sorted(found, key=lambda d: -d.size)
