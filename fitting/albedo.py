@@ -8,7 +8,9 @@ deviations) and the SH lighting. Losses (weights in :class:`AlbedoFitConfig`):
 * photometric distance in the skin mask (render mask x skin x parse);
 * ArcFace identity loss, when the official ArcFace checkpoint is present;
 * LPIPS-VGG16 perceptual loss, when the official VGG checkpoint is present;
-* a Gaussian prior on the coefficients and the monochrome-light prior.
+* a Gaussian prior on the coefficients and a one-colour-light prior: the
+  light keeps the colour stage 1 gave it (the light/skin prior's split of
+  the scene's cast) and its channels share one shape.
 
 The coefficients start from the projection of the unwrapped photo texture
 onto the model (confidence-weighted least squares with the prior), which is
@@ -23,6 +25,7 @@ from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
 from models.renderer import Renderer
+from models.shading import sh_light_colour
 from models.uv_albedo_model import UVAlbedoModel
 
 from .config import AlbedoFitConfig
@@ -80,6 +83,7 @@ class AlbedoFitter:
         self.renderer.invalidate()
         coeffs = self.initial_coefficients(state.unwrapped, len(batch)).detach().clone().requires_grad_()
         gamma = p.gamma.clone().requires_grad_()
+        light_colour = sh_light_colour(p.gamma)
 
         std_units = self.uvapm.coefficient_units == "std"
 
@@ -90,7 +94,7 @@ class AlbedoFitter:
             terms = {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
                 "prior": (cfg.w_prior if std_units else 0.0) * self.uvapm.prior(coeffs),
-                "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(gamma),
+                "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(gamma, light_colour),
             }
             if nets.arcface is not None or nets.vgg is not None:
                 composite = render.image * render.mask.detach() + image * (1 - render.mask.detach())

@@ -315,6 +315,10 @@ class FittingConfig:
         dense_points: where FaceMesh's points lie on the face model's surface;
             '' means ``checkpoints/default/facemesh_<face_model>.npz`` when it
             exists (without it, faces are fitted to their 68 points).
+        light_prior: the light/skin prior that splits a face's mean colour
+            between skin and scene light; '' means
+            ``checkpoints/default/light_prior_<face_model>.npz`` when it exists
+            (without it, the scene's colour and level are taken as skin).
         uvapm: UV albedo model file; '' means the default for the face model
             (``checkpoints/default/uvapm_<face_model>.npz``, or the official
             ``uv3dmm/model_256.pkl`` for hifi3dpp).
@@ -334,6 +338,7 @@ class FittingConfig:
 
     face_model: str = "ict"
     dense_points: str = ""
+    light_prior: str = ""
     uvapm: str = ""
     detail_model: str = ""
     checkpoints_dir: str = "checkpoints"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from models.shading import sh_ambient_offset
+
 __all__ = ["photometric_loss", "landmark_loss", "gaussian_prior", "lighting_monochrome_loss"]
 
 
@@ -63,12 +65,19 @@ def gaussian_prior(coeffs: torch.Tensor) -> torch.Tensor:
     return 0.5 * (coeffs**2).sum(-1)
 
 
-def lighting_monochrome_loss(gamma: torch.Tensor) -> torch.Tensor:
-    """Squared deviation of each channel's SH coefficients from their mean over RGB, (B, 27) -> (B,).
+def lighting_monochrome_loss(gamma: torch.Tensor, colour: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared deviation of each channel's SH light from one common light of a given colour, (B, 27) -> (B,).
 
-    The reference's ``reg_gamma``: white light unless the photo says
-    otherwise, so colour casts go to the albedo only when needed.
+    The reference's ``reg_gamma`` when ``colour`` is None (white light unless
+    the photo says otherwise, so colour casts go to the albedo only when
+    needed). With ``colour`` (B, 3), the light is pulled towards that colour
+    instead: channel ``c`` divided by ``colour[:, c]`` (ambient offset
+    included) should equal the other channels, so a cast that stage 1 gave
+    the light is kept rather than pushed back into the albedo.
     """
     _expect(gamma.ndim == 2 and gamma.shape[1] == 27, "gamma", "(B, 27)", gamma)
     g = gamma.view(-1, 3, 9)
+    if colour is not None:
+        _expect(colour.shape == (gamma.shape[0], 3), "colour", f"({gamma.shape[0]}, 3)", colour)
+        g = (g + sh_ambient_offset(gamma.dtype, gamma.device).view(3, 9)) / colour[:, :, None]
     return ((g - g.mean(1, keepdim=True)) ** 2).flatten(1).mean(1)

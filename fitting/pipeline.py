@@ -33,6 +33,7 @@ from assets import load_installed_face_model
 from assets.checkpoints import official_path
 from models.detail_generator import load_detail_generator
 from models.face_model import FaceModel
+from models.light_prior import LightSkinPrior
 from models.surface_points import load_surface_points
 from models.uv_albedo_model import UVAlbedoModel
 from utils.errors import MissingAssetError
@@ -60,10 +61,10 @@ _LOGGED_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def default_model_path(kind: str, face_model: str) -> Path:
-    """``checkpoints/default/``: ``uvapm_<face_model>.npz``, ``detail_<face_model>.pt`` or
-    ``facemesh_<face_model>.npz`` (the dense landmarks on the surface)."""
+    """``checkpoints/default/``: ``uvapm_<face_model>.npz``, ``detail_<face_model>.pt``,
+    ``facemesh_<face_model>.npz`` (the dense landmarks on the surface) or ``light_prior_<face_model>.npz``."""
     names = {"uvapm": f"uvapm_{face_model}.npz", "detail": f"detail_{face_model}.pt",
-             "dense_points": f"facemesh_{face_model}.npz"}
+             "dense_points": f"facemesh_{face_model}.npz", "light_prior": f"light_prior_{face_model}.npz"}
     return DEFAULT_MODELS_DIR / names[kind]
 
 
@@ -101,6 +102,20 @@ class Pipeline:
         else:
             logger.warning("no dense landmark registration for face model %r (expected %s): faces are fitted to "
                            "their 68 landmarks", config.face_model, path)
+        self.light_prior = None
+        path = Path(config.light_prior or default_model_path("light_prior", config.face_model))
+        if config.light_prior == "none":
+            logger.info("no light/skin prior (light_prior=none): the scene's colour and level are taken as the skin's")
+        elif config.light_prior or path.is_file():
+            if not path.is_file():
+                raise MissingAssetError(f"{path}: light/skin prior not found (build it with python "
+                                        "scripts/build_default_models.py --steps split,fit,light, or pass "
+                                        "light_prior=none)")
+            self.light_prior = LightSkinPrior.load(path)
+            logger.info("light/skin prior: %s", path)
+        else:
+            logger.warning("no light/skin prior for face model %r (expected %s): the scene's colour and level are "
+                           "taken as the skin's", config.face_model, path)
         wanted = set(config.stages)
         self.uvapm = self.detail_model = None
         ckpt = config.checkpoints_dir
@@ -138,7 +153,8 @@ class Pipeline:
         deep3d = self.networks.deep3d
         initialiser = (None if deep3d is None else
                        lambda image: deep3d_initial_params(deep3d, image, model.num_expression))
-        stages: list[Stage] = [ShapeFitter(model, config.shape, initialiser, self.dense_points),
+        stages: list[Stage] = [ShapeFitter(model, config.shape, initialiser, self.dense_points,
+                                           self.light_prior),
                                Unwrapper(model, config.unwrap)]
         if self.uvapm is not None:
             stages.append(AlbedoFitter(model, self.uvapm, self.networks, config.albedo))

@@ -10,6 +10,12 @@
    colour and, with ``symmetric_proxy``, is the same on both halves of the
    face, so shading, including a left-right gradient, is explained by
    lighting and geometry.
+3. With a :class:`~models.light_prior.LightSkinPrior`, the face's mean
+   colour, which the shading alone cannot split between skin and light, is
+   split by the prior and the whites of the eyes (:mod:`fitting.eye_probe`):
+   the proxy takes the skin's share and the light's colour and level the
+   rest (the render is unchanged), so the unwrapping and stage 2 start
+   from a light that carries the scene's colour cast and level.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import torch.nn.functional as F
 
 from models.camera import PinholeCamera
 from models.face_model import FaceModel
+from models.light_prior import LightSkinPrior
 from models.renderer import Renderer
 from models.shading import AMBIENT_SHADING, sh_ambient_offset, sh_shading
 from models.surface_points import SurfacePoints
 from models.uv_layout import UVLayout
 
 from .config import ShapeFitConfig
+from .eye_probe import sclera_colour
 from .landmark_fit import LandmarkFitter, LandmarkTargets, normalized_landmark_error
 from .losses import gaussian_prior, landmark_loss, lighting_monochrome_loss, photometric_loss
 from .optim import minimize
@@ -35,7 +43,7 @@ from .params import FaceParams
 from .progress import StepProgress
 from .structures import FaceBatch, FitState
 
-__all__ = ["ShapeFitter", "fit_mask", "skin_colour", "normalize_light_scale"]
+__all__ = ["ShapeFitter", "fit_mask", "skin_colour", "normalize_light_scale", "scale_light_colour"]
 
 #: Side of the UV map the albedo proxy is rendered from.
 PROXY_MAP_SIZE = 64
@@ -65,6 +73,12 @@ def normalize_light_scale(gamma: torch.Tensor, normals: torch.Tensor) -> tuple[t
     return (gamma + offset) / scale[:, None] - offset, scale
 
 
+def scale_light_colour(gamma: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Multiply each channel of an SH light, ambient offset included, by a gain: (B, 27), (B, 3) -> (B, 27)."""
+    offset = sh_ambient_offset(gamma.dtype, gamma.device)
+    return ((gamma + offset).view(-1, 3, 9) * gain[:, :, None]).flatten(1) - offset
+
+
 def fit_mask(render_mask: torch.Tensor, skin_mask: torch.Tensor, parse_mask: torch.Tensor | None) -> torch.Tensor:
     """Pixels the colour losses use: rendered x skin (x parse), (B, 1, H, W)."""
     mask = render_mask * skin_mask
@@ -89,6 +103,7 @@ class ShapeFitter:
         initialiser: optional ``image (B, 3, 224, 224) -> FaceParams`` giving the
             landmark fit its start (the Deep3D regressor for HiFi3D++ and BFM).
         dense_points: where the dense landmarks lie on the surface (None: sparse landmarks only).
+        light_prior: splits the face's mean colour between skin and light (None: all of it is skin).
         image_size: side of the aligned crops (224 for the reference camera).
     """
 
@@ -96,31 +111,36 @@ class ShapeFitter:
 
     def __init__(self, face_model: FaceModel, config: ShapeFitConfig | None = None,
                  initialiser: Callable[[torch.Tensor], FaceParams] | None = None,
-                 dense_points: SurfacePoints | None = None, image_size: int = 224):
+                 dense_points: SurfacePoints | None = None, light_prior: LightSkinPrior | None = None,
+                 image_size: int = 224):
         self.model = face_model
         self.config = config or ShapeFitConfig()
         self.initialiser = initialiser
+        self.light_prior = light_prior
         self.camera = PinholeCamera(face_model.camera_distance, image_size)
         self.landmark_fitter = LandmarkFitter(face_model, self.camera, self.config.landmarks, dense_points)
         self.renderer = Renderer.for_face_model(face_model, self.camera, self.config.render)
-        self.proxy_layout = None
-        if self.config.refine.symmetric_proxy:
-            device = face_model.mean_shape.device
-            self.proxy_layout = UVLayout(face_model.cpu(), PROXY_MAP_SIZE).to(device)
-            face_model.to(device)
+        device = face_model.mean_shape.device
+        self.proxy_layout = UVLayout(face_model.cpu(), PROXY_MAP_SIZE).to(device)
+        face_model.to(device)
         self.progress = StepProgress()
 
     def proxy_map(self, proxy: torch.Tensor) -> torch.Tensor:
         """The albedo proxy (B, 3, P, P) as a (B, 3, 64, 64) UV map, averaged with its mirror image when
         ``symmetric_proxy`` is on."""
         albedo = F.interpolate(proxy, size=PROXY_MAP_SIZE, mode="bilinear", align_corners=False)
-        if self.proxy_layout is None:
+        if not self.config.refine.symmetric_proxy:
             return albedo
         return 0.5 * (albedo + self.proxy_layout.mirrored(albedo))
 
+    def face_colour(self, proxy: torch.Tensor) -> torch.Tensor:
+        """Mean colour (B, 3) of the albedo proxy (B, 3, P, P) over the face model's UV layout."""
+        mask = self.proxy_layout.mask
+        return (self.proxy_map(proxy) * mask).flatten(2).sum(-1) / mask.sum().clamp_min(1.0)
+
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
         """Fit pose, identity, expression and lighting; sets ``params``, the fitted landmarks and their
-        errors, the ``stage1`` albedo proxy and the refinement's loss history."""
+        errors, the ``stage1`` albedo proxy, the face, sclera and light colour metrics and the loss history."""
         image, landmarks = batch.image, batch.landmarks
         init = self.initialiser(image) if self.initialiser is not None else None
         targets = LandmarkTargets.from_batch(batch)
@@ -136,6 +156,17 @@ class ShapeFitter:
             normals = self.model.vertex_normals(params.posed(self.model).vertices)[:, self.model.face_vertex_mask]
         params.gamma, scale = normalize_light_scale(params.gamma, normals)
         proxy = proxy * scale[:, None, None, None]
+        colour = self.face_colour(proxy)
+        sclera, sclera_observed = sclera_colour(batch.detail_image, batch.dense_landmarks, batch.dense_valid,
+                                                batch.image.shape[-1])
+        light = torch.ones_like(colour)
+        if self.light_prior is not None:
+            skin, light = self.light_prior.split(colour, sclera, sclera_observed)
+            proxy = proxy * (skin / colour.clamp_min(1e-6))[:, :, None, None]
+            params.gamma = scale_light_colour(params.gamma, light)
+        metrics = {f"{name}_{c}": values[:, i] for name, values in (
+            ("face_colour", colour), ("sclera", sclera), ("light_gain", light)) for i, c in enumerate("rgb")}
+        metrics["sclera_observed"] = sclera_observed.float()
         fitter = self.landmark_fitter
         fitted = fitter.project(params, fitter.select_contour(params))
         return state.updated(
@@ -145,6 +176,7 @@ class ShapeFitter:
             landmark_residual=normalized_landmark_error(fitted, landmarks),
             landmark_residual_initial=log["error"],
             albedo_maps={self.name: self.proxy_map(proxy)},
+            metrics=metrics,
             histories={self.name: history},
         )
 

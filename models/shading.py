@@ -20,7 +20,7 @@ import math
 
 import torch
 
-__all__ = ["AMBIENT_OFFSET", "AMBIENT_SHADING", "sh_basis", "sh_shading", "sh_ambient_offset"]
+__all__ = ["AMBIENT_OFFSET", "AMBIENT_SHADING", "sh_basis", "sh_shading", "sh_ambient_offset", "sh_light_colour"]
 
 AMBIENT_OFFSET = 0.8
 
@@ -36,6 +36,12 @@ def sh_ambient_offset(dtype: torch.dtype = torch.float32, device=None) -> torch.
     offset = torch.zeros(27, dtype=dtype, device=device)
     offset[::9] = AMBIENT_OFFSET
     return offset
+
+
+def sh_light_colour(gamma: torch.Tensor) -> torch.Tensor:
+    """Colour of an SH light, (B, 27) -> (B, 3): its ambient (band 0, offset included) per channel over their mean."""
+    dc = (gamma + sh_ambient_offset(gamma.dtype, gamma.device)).view(-1, 3, 9)[:, :, 0].clamp_min(1e-3)
+    return dc / dc.mean(1, keepdim=True)
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:

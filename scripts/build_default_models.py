@@ -11,6 +11,9 @@ Steps (each caches its results in ``--work_dir``; ``--steps`` runs a subset):
 ``fit``
     Preprocessing, stage 1 and texture unwrapping of every photo with the
     toolkit's own pipeline (``fitting.run --stages 1``).
+``light``
+    Fits the light/skin prior (``light_prior_ict.npz``) to the training
+    photos' stage-1 mean face colours (``scripts/default_models/light.py``).
 ``select``
     Rejects bad unwraps (thresholds in :data:`scripts.default_models.data.THRESHOLDS`): a poor landmark
     fit, low confidence coverage, a strong occlusion of the face, or an
@@ -44,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from utils.cli import add_logging_args, setup_logging  # noqa: E402
 
-STEPS = ("split", "fit", "select", "normalise", "uvapm", "detail", "report")
+STEPS = ("split", "fit", "light", "select", "normalise", "uvapm", "detail", "report")
 
 
 def main(argv=None) -> int:
@@ -67,6 +70,7 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, args.quiet)
     from scripts.default_models.data import step_fit, step_normalise, step_select, step_split
     from scripts.default_models.detail import step_detail
+    from scripts.default_models.light import step_light
     from scripts.default_models.report import step_report
     from scripts.default_models.uvapm import step_uvapm
     from utils.runtime import seed_everything
@@ -79,6 +83,8 @@ def main(argv=None) -> int:
     split = step_split(args) if "split" in steps else json.loads((args.work / "split.json").read_text())
     if "fit" in steps:
         step_fit(args)
+    if "light" in steps:
+        step_light(args, split)
     table = (step_select(args, split) if "select" in steps
              else json.loads((args.work / "selection.json").read_text()))
     if "normalise" in steps:

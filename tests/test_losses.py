@@ -53,6 +53,19 @@ def test_priors_closed_form():
     torch.testing.assert_close(lighting_monochrome_loss(tinted), torch.tensor([6.0 / 27]))
 
 
+def test_lighting_loss_with_a_colour_keeps_lights_of_that_colour():
+    from fitting.shape import scale_light_colour
+
+    white = torch.zeros(2, 27)
+    white.view(2, 3, 9)[:, :, 1:4] = torch.tensor([0.2, -0.1, 0.3])  # one shape in every channel
+    colour = torch.tensor([[1.2, 1.0, 0.8], [1.0, 1.0, 1.0]])
+    coloured = scale_light_colour(white, colour)
+    torch.testing.assert_close(lighting_monochrome_loss(coloured, colour), torch.zeros(2), atol=1e-10, rtol=0)
+    # A white light costs when a colour is asked for, and the colour-free loss is the reference's.
+    assert lighting_monochrome_loss(white, colour)[0] > 1e-3
+    torch.testing.assert_close(lighting_monochrome_loss(white, torch.ones(2, 3)), lighting_monochrome_loss(white))
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -62,6 +75,8 @@ def test_priors_closed_form():
          r"mask: expected \(1, 1, 4, 4\), got \(1, 3, 4, 4\)"),
         (lambda: photometric_loss(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), torch.ones(1, 4, 4)),
          r"render: expected \(B, C, H, W\), got \(3, 4, 4\)"),
+        (lambda: lighting_monochrome_loss(torch.zeros(2, 27), torch.ones(1, 3)),
+         r"colour: expected \(2, 3\), got \(1, 3\)"),
         (lambda: landmark_loss(torch.zeros(1, 68, 2), torch.zeros(1, 68, 2), torch.ones(5), 224.0),
          r"weights: expected \(68,\) or \(1, 68\), got \(5,\)"),
         (lambda: landmark_loss(torch.zeros(1, 68, 3), torch.zeros(1, 68, 3), torch.ones(68), 224.0),

@@ -178,3 +178,50 @@ def test_symmetric_proxy_gives_a_side_light_to_the_lighting(ict_model):
     assert errors[True] < 0.5 * errors[False], errors
     fitter, proxy_map = maps[True]
     torch.testing.assert_close(fitter.proxy_layout.mirrored(proxy_map), proxy_map, atol=0.02, rtol=0)
+
+
+def test_light_prior_moves_a_scene_cast_from_the_proxy_to_the_light_and_keeps_the_render(ict_model):
+    """Skin of the prior's mean colour under a green-blue light: without the prior the cast is painted into the
+    stage-1 albedo; with it most of the cast moves to the light, and albedo x shading is the same."""
+    from models.light_prior import LightSkinPrior
+    from models.shading import sh_light_colour, sh_shading
+
+    axis = np.array([0.3, 0.45, 0.84]) / np.linalg.norm([0.3, 0.45, 0.84])
+    level = np.full((3, 3), 1 / 3)
+    prior = LightSkinPrior(skin_mean=np.log(np.array([0.62, 0.45, 0.36], np.float32)),
+                           sclera_mean=np.log(np.array([0.6, 0.56, 0.54], np.float32)),
+                           skin_cov=0.3**2 * np.outer(axis, axis) + 0.02**2 * np.eye(3),
+                           sclera_cov=0.3**2 * level + 0.03**2 * (np.eye(3) - level),
+                           light_cov=0.25**2 * level + 0.12**2 * (np.eye(3) - level))
+    skin = torch.tensor(np.exp(prior.skin_mean), dtype=torch.float32)
+    cast = torch.tensor([0.8, 1.1, 1.1])
+    albedo = (skin * cast)[None, :, None, None].expand(1, 3, 64, 64).contiguous()  # the cast, seen as albedo
+    truth = make_synthetic_faces(ict_model, 1, seed=3, max_yaw_deg=10, albedo_map=albedo)
+    batch = FaceBatch.from_tensors(truth.image, truth.landmarks, truth.mask, detail_size=64)
+    config = ShapeFitConfig()
+    config.refine.optim.steps = 20
+    plain_fitter = ShapeFitter(ict_model, config)
+    plain = plain_fitter(batch, FitState())
+    split = ShapeFitter(ict_model, config, light_prior=prior)(batch, FitState())
+    mask = plain_fitter.proxy_layout.mask
+    normals = torch.nn.functional.normalize(torch.randn(1, 200, 3), dim=-1)
+
+    def mean_albedo(state):
+        return (state.albedo_maps["stage1"] * mask).flatten(2).sum(-1)[0] / mask.sum()
+
+    def chroma(colour):
+        return colour / colour.mean()
+
+    # The render is unchanged: per channel, mean albedo x shading.
+    before = mean_albedo(plain)[:, None] * sh_shading(normals, plain.params.gamma)[0].T
+    after = mean_albedo(split)[:, None] * sh_shading(normals, split.params.gamma)[0].T
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    # The cast moved: the albedo's chromaticity is closer to the skin's, the light has the cast's colour.
+    error_plain = (chroma(mean_albedo(plain)) - chroma(skin)).abs().max()
+    error_split = (chroma(mean_albedo(split)) - chroma(skin)).abs().max()
+    assert error_split < 0.5 * error_plain, (error_plain, error_split)
+    light = sh_light_colour(split.params.gamma)[0]
+    assert light[0] < light[1] and light[0] < light[2]
+    assert split.metrics["light_gain_r"][0] < split.metrics["light_gain_g"][0]
+    for c in "rgb":
+        torch.testing.assert_close(split.metrics[f"face_colour_{c}"], plain.metrics[f"face_colour_{c}"])
