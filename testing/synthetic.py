@@ -22,7 +22,7 @@ from models.renderer import Renderer
 from models.shading import sh_ambient_offset
 from models.view_rendering import ViewMesh, head_texture
 
-__all__ = ["SyntheticFaces", "make_synthetic_faces", "smooth_albedo_map", "rigid_align", "vertex_error_mm"]
+__all__ = ["SyntheticFaces", "make_synthetic_faces", "smooth_albedo_map", "draw_eyes", "rigid_align", "vertex_error_mm"]
 
 
 @dataclass
@@ -71,6 +71,7 @@ def make_synthetic_faces(
     head: bool = False,
     light: torch.Tensor | None = None,
     light_colour: tuple[float, float, float] | None = None,
+    eyes: bool = False,
 ) -> SyntheticFaces:
     """Render ``batch`` random faces with known parameters (seeded).
 
@@ -85,6 +86,8 @@ def make_synthetic_faces(
     coefficients (the random draws still happen, so the rest of the face is
     the same as without it). ``light_colour`` (R, G, B) then multiplies the
     whole light, its ambient part included: a coloured or dimmer scene.
+    ``eyes`` fills the face model's eye openings with stand-in eyes
+    (:func:`draw_eyes`), lit by the same light.
     """
     g = torch.Generator().manual_seed(seed)
     device = face_model.mean_shape.device
@@ -135,10 +138,61 @@ def make_synthetic_faces(
         render = renderer(out.vertices, texture, params.gamma, normals=face_model.vertex_normals(out.vertices))
         if background is None:
             background = torch.full((batch, 3, image_size, image_size), 0.3)
-        image = render.image.clamp(0, 1) * render.mask + background.to(device) * (1 - render.mask)
         fitter = LandmarkFitter(face_model, camera)
         landmarks = fitter.project(params, fitter.select_contour(params))
+        face_image = render.image
+        if eyes:
+            face_image = draw_eyes(face_image, landmarks, params)
+        image = face_image.clamp(0, 1) * render.mask + background.to(device) * (1 - render.mask)
     return SyntheticFaces(image, landmarks, render.mask, params, albedo_map, out.vertices)
+
+
+#: Stand-in eyes: the whites' reflectance (pale, slightly warm grey), the iris's (brown) and its radius as a share
+#: of the eye's width; the eyes are lit by the light's shading of a normal facing the camera, times the share that
+#: reaches into the eye socket.
+SCLERA_ALBEDO = (0.78, 0.74, 0.70)
+IRIS_ALBEDO = (0.28, 0.17, 0.11)
+IRIS_RADIUS = 0.2
+EYE_EXPOSURE = 0.85
+
+
+def draw_eyes(image: torch.Tensor, landmarks: torch.Tensor, params: FaceParams) -> torch.Tensor:
+    """Fill the eye openings of a render with stand-in eyes (the face models have no eyeballs).
+
+    Inside each eye's contour of the 68 landmarks (the lids' margins) the pixels get :data:`SCLERA_ALBEDO` with
+    an iris disc of :data:`IRIS_ALBEDO` at the contour's centre, shaded by the SH light of a camera-facing normal
+    times :data:`EYE_EXPOSURE`.
+
+    Args:
+        image: (B, 3, S, S) the render.
+        landmarks: (B, 68, 2) projected landmarks in pixels.
+        params: the faces' parameters (their SH light).
+    """
+    import cv2
+    import numpy as np
+
+    from models.shading import sh_shading
+
+    B, _, S, _ = image.shape
+    out = image.clone()
+    ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32),
+                            indexing="ij")
+    forward = torch.tensor([[[0.0, 0.0, 1.0]]], device=image.device).expand(B, 1, 3)
+    shading = sh_shading(forward, params.gamma)[:, 0] * EYE_EXPOSURE  # (B, 3)
+    for b in range(B):
+        points = landmarks[b].detach().cpu().numpy()
+        inside = np.zeros((S, S), np.uint8)
+        iris = torch.zeros(S, S, dtype=torch.bool)
+        for contour in (points[36:42], points[42:48]):
+            cv2.fillPoly(inside, [np.round(contour * 4).astype(np.int32)], 1, shift=2)
+            centre = contour.mean(0)
+            radius = IRIS_RADIUS * float(np.linalg.norm(contour[0] - contour[3]))
+            iris |= (xs - float(centre[0])) ** 2 + (ys - float(centre[1])) ** 2 <= radius**2
+        hole = torch.from_numpy(inside.astype(bool)).to(image.device)
+        albedo = torch.where(iris.to(image.device)[None], torch.tensor(IRIS_ALBEDO, device=image.device)[:, None, None],
+                             torch.tensor(SCLERA_ALBEDO, device=image.device)[:, None, None])
+        out[b] = torch.where(hole[None], albedo * shading[b][:, None, None], out[b])
+    return out
 
 
 def rigid_align(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
