@@ -211,6 +211,12 @@ class UnwrapConfig:
             brows, nose and lips, without eyes, inner mouth, hair, glasses and
             background: the features belong in an albedo map) or ``skin``
             (skin only; the features are then inpainted with skin colour).
+        outlier_window: side (pixels of the 512-px crop) of the median window
+            that photo pixels are compared with (glasses frames, hair strands
+            and highlights are thinner than half of it); 0 keeps every pixel.
+        outlier_dark: luminance / median ratios at which a darker texel's
+            trust is 0 and 1 (:func:`fitting.unwrap.outlier_reliability`).
+        outlier_bright: ratios at which a brighter texel's trust is 1 and 0.
     """
 
     resolution: int = 512
@@ -220,6 +226,9 @@ class UnwrapConfig:
     min_shading: float = 0.08
     mirror_weight: float = 0.8
     mask: str = "parse"
+    outlier_window: int = 21
+    outlier_dark: list[float] = field(default_factory=lambda: [0.45, 0.6])
+    outlier_bright: list[float] = field(default_factory=lambda: [1.4, 1.8])
 
 
 @dataclass

@@ -11,9 +11,13 @@ where the facing ramp goes from 0 at a grazing angle (cos = ``facing_min``)
 to 1 at ``facing_full`` and the face mask is the crop's parse mask (brows,
 nose and lips in; eyes, inner mouth, hair, glasses and background out: the
 features belong in an albedo map) or, with ``mask: skin``, its skin mask.
-Unseen texels are then filled by mirroring across the face's symmetry where
-the other side was seen, and the rest by a smooth push-pull inpainting; the
-raw texture and its confidence are kept beside the filled texture. This is
+Pixels much darker or brighter than the median of the face around them
+(:func:`outlier_reliability`: glasses frames, hair strands, specular
+highlights, which are thinner than the window while brows, lips and
+nostrils are wider) lose their confidence too. Unseen texels are then
+filled by mirroring across the face's symmetry where the other side was
+seen, and the rest by a smooth push-pull inpainting; the raw texture and
+its confidence are kept beside the filled texture. This is
 how UV albedo datasets are built from photo folders (FFHQ-UV's step 4 does
 the same from three synthetic views).
 """
@@ -37,7 +41,8 @@ from .config import UnwrapConfig
 from .params import FaceParams
 from .structures import FaceBatch, FitState
 
-__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "push_pull_fill", "sample_image"]
+__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "push_pull_fill", "sample_image",
+           "outlier_reliability"]
 
 #: Values of :attr:`~fitting.config.UnwrapConfig.mask`.
 UNWRAP_MASKS = ("parse", "skin")
@@ -96,6 +101,54 @@ def push_pull_fill(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return weights * values + (1.0 - weights) * up
 
 
+#: Added to luminance and median before their ratio, so that near-black texels (deep shadow, quantisation) are
+#: not judged by noise.
+RATIO_FLOOR = 0.03
+
+
+def _ramp(x: torch.Tensor, zero: float, one: float) -> torch.Tensor:
+    """0 at ``zero``, 1 at ``one`` (either order), linear between, clamped."""
+    return ((x - zero) / (one - zero)).clamp(0, 1)
+
+
+def outlier_reliability(image: torch.Tensor, weight: torch.Tensor, config: UnwrapConfig) -> torch.Tensor:
+    """Trust (B, 1, S, S) in [0, 1] of each pixel of an aligned crop against its neighbourhood: how far its
+    luminance is from the median of the face's pixels around it.
+
+    The median over a window of ``config.outlier_window`` pixels (in the 512-px crop; scaled with its size)
+    ignores structures thinner than half the window (glasses frames, hair strands, highlights) and follows
+    wider ones (brows, lips, nostrils, beard) and the shading, which varies slowly. Trust falls from 1 to 0 as
+    the ratio luminance / median (each plus :data:`RATIO_FLOOR`) falls from ``outlier_dark[1]`` to
+    ``outlier_dark[0]``, or rises from ``outlier_bright[0]`` to ``outlier_bright[1]``, and the rejected
+    pixels' neighbours (anti-aliased edges) are rejected with them. Working in the crop, where every face has
+    the same size, keeps the window the same share of the face everywhere (UV space stretches it).
+
+    Args:
+        image: (B, 3, S, S) the aligned crop.
+        weight: (B, 1, s, s) the face's pixels (any size; the rest is filled from them before the median).
+        config: the window and the ratio ramps.
+    """
+    import cv2
+    import numpy as np
+
+    S = image.shape[-1]
+    window = int(round(config.outlier_window * S / 512)) | 1
+    if config.outlier_window <= 0 or window < 3:
+        return torch.ones_like(image[:, :1])
+    face = F.interpolate(weight.float(), size=S, mode="bilinear", align_corners=False) > 0.5
+    luminance = image.mean(1, keepdim=True)
+    filled = push_pull_fill(luminance, face.float())  # the background takes the face's surroundings
+    as_bytes = (filled.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    median = np.stack([cv2.medianBlur(as_bytes[b, 0], min(window, 255))[None] for b in range(len(as_bytes))])
+    reference = torch.from_numpy(median).to(image).div(255.0)
+    ratio = (filled + RATIO_FLOOR) / (reference + RATIO_FLOOR)
+    dark_zero, dark_one = config.outlier_dark
+    bright_one, bright_zero = config.outlier_bright
+    trust = _ramp(ratio, dark_zero, dark_one) * _ramp(ratio, bright_zero, bright_one)
+    margin = max(1, window // 10)
+    return -F.max_pool2d(-trust, 2 * margin + 1, stride=1, padding=margin)
+
+
 def unwrap_texture(
     face_model: FaceModel,
     params: FaceParams,
@@ -142,6 +195,8 @@ def unwrap_texture(
         facing_weight = ((facing - cfg.facing_min) / (cfg.facing_full - cfg.facing_min)).clamp(0, 1)
         inside = ((pixels >= 0) & (pixels <= S)).all(-1)[:, None].float()
         allowed = sample_image(mask, pixels * (mask.shape[-1] / S)) if mask is not None else 1.0
+        if mask is not None:
+            allowed = allowed * sample_image(outlier_reliability(image, mask, cfg), pixels)
         confidence = layout.mask * visible * facing_weight * inside * allowed
 
         colour = sample_image(image, pixels)
@@ -174,6 +229,10 @@ class Unwrapper:
         self.config = config or UnwrapConfig()
         if self.config.mask not in UNWRAP_MASKS:
             raise ConfigError(f"unwrap.mask: {self.config.mask!r} is not one of {', '.join(UNWRAP_MASKS)}")
+        for key in ("outlier_dark", "outlier_bright"):
+            pair = getattr(self.config, key)
+            if len(pair) != 2 or not (0 < pair[0] < pair[1]):
+                raise ConfigError(f"unwrap.{key}: expected two increasing positive ratios, got {pair}")
         device = face_model.mean_shape.device
         self.layout = UVLayout(face_model.cpu(), self.config.resolution).to(device)
         face_model.to(device)

@@ -27,7 +27,10 @@ light = c`` exactly and the render does not change.
 of photos of many people in many scenes, without assuming a shape for
 either covariance: the skin and the eyes share only the light, so the
 cross-covariance of ``log c`` and ``log s`` over the population *is*
-``S_light``, and the rest of each one's covariance is its own. ``python
+``S_light``, and the rest of each one's covariance is its own. By
+default only the light's colour is learned and split (a colour cast goes to
+the light, the face's overall level stays with the skin: see
+:meth:`LightSkinPrior.fit`). ``python
 scripts/build_default_models.py --steps split,fit,light`` does this with
 the toolkit's own stage 1. Files are ``.npz`` of plain arrays
 (``np.load(..., allow_pickle=False)``).
@@ -48,6 +51,8 @@ LIGHT_PRIOR_FORMAT = "uvapm-light-skin-prior-1"
 
 #: Smallest variance kept in a fitted covariance (log units squared): about a 1 % spread.
 MIN_VARIANCE = 1e-4
+#: Projection onto the level axis (1, 1, 1) / sqrt(3) of log RGB.
+_LEVEL = np.full((3, 3), 1.0 / 3.0)
 
 
 def _nearest_psd(matrix: np.ndarray, floor: float = MIN_VARIANCE) -> np.ndarray:
@@ -111,7 +116,8 @@ class LightSkinPrior:
         return colour.clamp_min(floor) / light, light
 
     @classmethod
-    def fit(cls, log_colours: np.ndarray, log_scleras: np.ndarray, trim: float = 3.5) -> LightSkinPrior:
+    def fit(cls, log_colours: np.ndarray, log_scleras: np.ndarray, trim: float = 3.5,
+            light_level: bool = False) -> LightSkinPrior:
         """Learn the prior from photos of many people in many scenes.
 
         Args:
@@ -119,6 +125,11 @@ class LightSkinPrior:
             log_scleras: (N, 3) log colours of the whites of the eyes of the same photos.
             trim: photos further than this many Mahalanobis units from the first estimate (6-D) are left
                 out and the fit repeated once.
+            light_level: whether the light may change the face's overall level. Off: ``S_light`` keeps only
+                its colour part (the plane orthogonal to (1, 1, 1)), so only colour casts are taken out of the
+                skin and a dark face stays dark. Photos are exposed for the face, so they show little of the
+                level's true spread and the eyes measure it poorly; a level split learned from them takes
+                darker skin for dimmer light.
 
         The means are the averages; ``S_light`` is the (symmetrised,
         positive-definite) cross-covariance of the two, ``S_skin`` and
@@ -135,6 +146,9 @@ class LightSkinPrior:
             d = x - mean
             keep = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d) <= trim**2
         light = _nearest_psd(cov[:3, 3:])
+        if not light_level:
+            colour_plane = np.eye(3) - _LEVEL
+            light = colour_plane @ light @ colour_plane + MIN_VARIANCE * _LEVEL
         return cls(skin_mean=mean[:3].astype(np.float32), sclera_mean=mean[3:].astype(np.float32),
                    skin_cov=_nearest_psd(cov[:3, :3] - light).astype(np.float32),
                    sclera_cov=_nearest_psd(cov[3:, 3:] - light).astype(np.float32),

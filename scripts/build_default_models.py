@@ -85,8 +85,11 @@ def main(argv=None) -> int:
         step_fit(args)
     if "light" in steps:
         step_light(args, split)
-    table = (step_select(args, split) if "select" in steps
-             else json.loads((args.work / "selection.json").read_text()))
+    table = None
+    if "select" in steps:
+        table = step_select(args, split)
+    elif {"normalise", "report"} & set(steps):
+        table = json.loads((args.work / "selection.json").read_text())
     if "normalise" in steps:
         step_normalise(args, table)
     if "uvapm" in steps:

@@ -78,12 +78,31 @@ def test_split_of_sampled_faces_beats_taking_all_of_the_colour_as_skin():
 def test_fit_recovers_the_covariances_it_was_sampled_from():
     truth = _prior()
     skin, sclera, light = _sample(truth, 40000, seed=0)
-    fitted = LightSkinPrior.fit(skin + light, sclera + light, trim=10.0)
+    fitted = LightSkinPrior.fit(skin + light, sclera + light, trim=10.0, light_level=True)
     assert fitted.samples == 40000
     np.testing.assert_allclose(fitted.skin_mean, truth.skin_mean, atol=0.01)
     np.testing.assert_allclose(fitted.sclera_mean, truth.sclera_mean, atol=0.01)
     for name in ("skin_cov", "sclera_cov", "light_cov"):
         np.testing.assert_allclose(getattr(fitted, name), getattr(truth, name), atol=3e-3, err_msg=name)
+
+
+def test_fit_by_default_splits_colour_casts_only_and_keeps_a_dark_face_dark():
+    truth = _prior()
+    skin, sclera, light = _sample(truth, 20000, seed=2)
+    fitted = LightSkinPrior.fit(skin + light, sclera + light, trim=10.0)
+    level = np.ones(3) / np.sqrt(3)
+    assert level @ fitted.light_cov @ level < 2e-4  # no level left in the light
+    plane = np.eye(3) - LEVEL
+    np.testing.assert_allclose(plane @ fitted.light_cov @ plane, plane @ truth.light_cov @ plane, atol=3e-3)
+    # What the light lost went to the skin and the eyes: the photos' covariance is still explained.
+    np.testing.assert_allclose(fitted.skin_cov + fitted.light_cov, np.cov((skin + light).T), atol=3e-3)
+    mean = torch.tensor(np.exp(fitted.skin_mean))
+    darker = (mean * 0.5)[None].float()
+    skin_estimate, light_estimate = fitted.split(darker)
+    torch.testing.assert_close(light_estimate.log().mean(), torch.tensor(0.0), atol=0.02, rtol=0)
+    green = (mean * torch.tensor([0.8, 1.2, 0.8]))[None].float()
+    _, green_light = fitted.split(green)
+    assert green_light[0, 1] > green_light[0, 0] and green_light[0, 1] > green_light[0, 2]
 
 
 def test_fit_leaves_outliers_out_and_rejects_bad_input():

@@ -85,3 +85,33 @@ def test_unwrapper_keeps_the_features_of_the_parse_mask(ict_model):
     assert coverage["skin"] < 0.85 * coverage["parse"]
     with pytest.raises(ConfigError, match="unwrap.mask"):
         Unwrapper(ict_model, UnwrapConfig(mask="hair"))
+
+
+def test_outlier_pixels_lose_their_trust_and_features_wider_than_the_window_keep_it():
+    from fitting.config import UnwrapConfig
+    from fitting.unwrap import outlier_reliability
+
+    texture = torch.full((1, 3, 256, 256), 0.5)
+    texture[..., 100:103, 20:230] = 0.08  # a glasses frame: 3 pixels wide, nearly black
+    texture[..., 160:180, 40:120] = 0.2  # a brow: 20 pixels tall, dark
+    texture[..., 60:63, 150:153] = 1.0  # a highlight
+    texture[..., :, 240:] = 0.0  # black background
+    confidence = torch.ones(1, 1, 256, 256)
+    confidence[..., :, 240:] = 0  # not the face: must not drag the median down
+    trust = outlier_reliability(texture, confidence, UnwrapConfig())  # window 21 at 512 -> 11 at 256
+    assert trust[0, 0, 100:103, 30:220].max() == 0
+    assert trust[0, 0, 60:63, 150:153].max() == 0
+    assert trust[0, 0, 164:176, 50:110].min() == 1  # the brow's inside
+    assert trust[0, 0, 20:50, 20:230].min() == 1  # plain skin, also next to the unseen part
+    assert trust[0, 0, 200:, 220:239].min() == 1
+    off = outlier_reliability(texture, confidence, UnwrapConfig(outlier_window=0))
+    assert off.min() == 1
+
+
+def test_unwrapper_rejects_bad_outlier_ratios(ict_model):
+    from fitting.config import UnwrapConfig
+    from fitting.unwrap import Unwrapper
+    from utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unwrap.outlier_dark: expected two increasing positive ratios"):
+        Unwrapper(ict_model, UnwrapConfig(resolution=64, outlier_dark=[0.6, 0.45]))
