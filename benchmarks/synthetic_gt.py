@@ -478,6 +478,22 @@ def _lab(image: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return np.array([float(tone[k][0]) for k in ("L", "a", "b")])
 
 
+def _fit_easy_scene(pipeline: Pipeline, maker: SceneMaker, face_model: FaceModel, layouts: dict[int, UVLayout],
+                    index: int, variant: str, seed: int, **scene
+                    ) -> tuple[ProcessedFace | None, GroundTruth, UVMasks, FaceResult | None]:
+    """Easy-level face ``index`` made with ``scene`` (:meth:`SceneMaker.make`'s options), its texel masks and
+    its fit, named ``<name>_<variant>`` (None when no face was detected); ``layouts`` caches UV layouts."""
+    name, photo, face, truth = maker.make("easy", index, **scene)
+    resolution = truth.albedo.shape[-1]
+    if resolution not in layouts:
+        layouts[resolution] = UVLayout(face_model, resolution)
+    masks = uv_masks(face_model, truth.params, torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE), layouts[resolution])
+    if face is None:
+        return None, truth, masks, None
+    seed_everything(seed)
+    return face, truth, masks, pipeline.run(pipeline.batch([f"{name}_{variant}"], [face], [photo]))[0]
+
+
 def light_spread(pipeline: Pipeline, maker: SceneMaker, face_model: FaceModel, faces: int, lights: dict,
                  seed: int, quiet: bool) -> tuple[list[dict], list[dict]]:
     """The scene-light experiment (module docstring): per-fit records and the summary rows."""
@@ -485,17 +501,12 @@ def light_spread(pipeline: Pipeline, maker: SceneMaker, face_model: FaceModel, f
     layouts: dict[int, UVLayout] = {}
     jobs = [(i, light) for i in range(faces) for light in lights]
     for index, light in tqdm(jobs, desc="scene lights", unit="fit", disable=quiet):
-        name, photo, face, truth = maker.make("easy", index, lights[light])
-        resolution = truth.albedo.shape[-1]
-        if resolution not in layouts:
-            layouts[resolution] = UVLayout(face_model, resolution)
-        masks = uv_masks(face_model, truth.params, torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE), layouts[resolution])
+        face, truth, masks, result = _fit_easy_scene(pipeline, maker, face_model, layouts, index, light, seed,
+                                                     light_colour=lights[light])
         info = {"face": index, "light": light}
-        if face is None:
+        if result is None:
             records.append({**info, "method": "detection failed"})
             continue
-        seed_everything(seed)
-        result = pipeline.run(pipeline.batch([f"{name}_{light}"], [face], [photo]))[0]
         true_lab = _lab(truth.albedo, masks.visible)
         final = result.albedo_maps.get("stage3", result.albedo_maps["stage2"])
         photo_tone = skin_tone(face.image, face.skin_mask)
@@ -534,17 +545,12 @@ def occluder_effect(pipeline: Pipeline, maker: SceneMaker, face_model: FaceModel
     layouts: dict[int, UVLayout] = {}
     jobs = [(i, occluded) for i in range(faces) for occluded in (False, True)]
     for index, occluded in tqdm(jobs, desc="occluders", unit="fit", disable=quiet):
-        name, photo, face, truth = maker.make("easy", index, occluders=occluded)
-        resolution = truth.albedo.shape[-1]
-        if resolution not in layouts:
-            layouts[resolution] = UVLayout(face_model, resolution)
-        masks = uv_masks(face_model, truth.params, torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE), layouts[resolution])
+        _, truth, masks, result = _fit_easy_scene(pipeline, maker, face_model, layouts, index,
+                                                  "occluded" if occluded else "plain", seed, occluders=occluded)
         info = {"face": index, "occluders": occluded}
-        if face is None:
+        if result is None:
             records.append({**info, "method": "detection failed"})
             continue
-        seed_everything(seed)
-        result = pipeline.run(pipeline.batch([f"{name}_{'occluded' if occluded else 'plain'}"], [face], [photo]))[0]
         found = estimates(pipeline, result, face_model)
         for method in OCCLUDER_METHODS:
             if method in found:

@@ -13,9 +13,9 @@
 3. With a :class:`~models.light_prior.LightSkinPrior`, the face's mean
    colour, which the shading alone cannot split between skin and light, is
    split by the prior and the whites of the eyes (:mod:`fitting.eye_probe`):
-   the proxy takes the skin's share and the light's colour and level the
-   rest (the render is unchanged), so the unwrapping and stage 2 start
-   from a light that carries the scene's colour cast and level.
+   the proxy takes the skin's share and the light the rest (the render is
+   unchanged), so the unwrapping and stage 2 start from a light that
+   carries the scene's colour cast (the default prior splits colour only).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from models.camera import PinholeCamera
 from models.face_model import FaceModel
 from models.light_prior import LightSkinPrior
 from models.renderer import Renderer
-from models.shading import AMBIENT_SHADING, sh_ambient_offset, sh_shading
+from models.shading import AMBIENT_SHADING, scale_light_colour, sh_ambient_offset, sh_shading
 from models.surface_points import SurfacePoints
 from models.uv_layout import UVLayout
 
@@ -43,7 +43,7 @@ from .params import FaceParams
 from .progress import StepProgress
 from .structures import FaceBatch, FitState
 
-__all__ = ["ShapeFitter", "fit_mask", "skin_colour", "normalize_light_scale", "scale_light_colour"]
+__all__ = ["ShapeFitter", "fit_mask", "skin_colour", "normalize_light_scale"]
 
 #: Side of the UV map the albedo proxy is rendered from.
 PROXY_MAP_SIZE = 64
@@ -71,12 +71,6 @@ def normalize_light_scale(gamma: torch.Tensor, normals: torch.Tensor) -> tuple[t
     scale = ((shading * weight).sum(1) / weight.sum(1).clamp_min(1e-6)).clamp_min(1e-3)
     offset = sh_ambient_offset(gamma.dtype, gamma.device)
     return (gamma + offset) / scale[:, None] - offset, scale
-
-
-def scale_light_colour(gamma: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Multiply each channel of an SH light, ambient offset included, by a gain: (B, 27), (B, 3) -> (B, 27)."""
-    offset = sh_ambient_offset(gamma.dtype, gamma.device)
-    return ((gamma + offset).view(-1, 3, 9) * gain[:, :, None]).flatten(1) - offset
 
 
 def fit_mask(render_mask: torch.Tensor, skin_mask: torch.Tensor, parse_mask: torch.Tensor | None) -> torch.Tensor:

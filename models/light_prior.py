@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from utils.errors import FileFormatError
+
 __all__ = ["LightSkinPrior", "LIGHT_PRIOR_FORMAT"]
 
 #: ``format`` entry of the saved file.
@@ -166,14 +168,17 @@ class LightSkinPrior:
         try:
             data = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as error:
-            raise ValueError(f"{path}: not a readable light/skin prior ({error})") from None
+            raise FileFormatError(path, f"not a readable light/skin prior ({error})") from None
         with data:
             if "format" not in data or str(data["format"]) != LIGHT_PRIOR_FORMAT:
-                raise ValueError(f"{path}: not a light/skin prior (expected format {LIGHT_PRIOR_FORMAT!r})")
-            arrays = {k: data[k].astype(np.float32) for k in ("skin_mean", "sclera_mean", "skin_cov", "sclera_cov",
-                                                               "light_cov")}
+                raise FileFormatError(path, f"not a light/skin prior (expected format {LIGHT_PRIOR_FORMAT!r})")
+            names = ("skin_mean", "sclera_mean", "skin_cov", "sclera_cov", "light_cov")
+            missing = [k for k in (*names, "samples") if k not in data]
+            if missing:
+                raise FileFormatError(path, f"light/skin prior lacks {', '.join(missing)}")
+            arrays = {k: data[k].astype(np.float32) for k in names}
             shapes_ok = all(arrays[k].shape == (3,) for k in ("skin_mean", "sclera_mean")) and all(
                 arrays[k].shape == (3, 3) for k in ("skin_cov", "sclera_cov", "light_cov"))
             if not shapes_ok:
-                raise ValueError(f"{path}: light/skin prior arrays have the wrong shapes")
+                raise FileFormatError(path, "light/skin prior arrays have the wrong shapes")
             return cls(**arrays, samples=int(data["samples"]))

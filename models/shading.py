@@ -20,7 +20,8 @@ import math
 
 import torch
 
-__all__ = ["AMBIENT_OFFSET", "AMBIENT_SHADING", "sh_basis", "sh_shading", "sh_ambient_offset", "sh_light_colour"]
+__all__ = ["AMBIENT_OFFSET", "AMBIENT_SHADING", "sh_basis", "sh_shading", "sh_ambient_offset", "sh_light_colour",
+           "scale_light_colour"]
 
 AMBIENT_OFFSET = 0.8
 
@@ -36,6 +37,12 @@ def sh_ambient_offset(dtype: torch.dtype = torch.float32, device=None) -> torch.
     offset = torch.zeros(27, dtype=dtype, device=device)
     offset[::9] = AMBIENT_OFFSET
     return offset
+
+
+def scale_light_colour(gamma: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Multiply each channel of an SH light, ambient offset included, by a gain: (B, 27), (B, 3) -> (B, 27)."""
+    offset = sh_ambient_offset(gamma.dtype, gamma.device)
+    return ((gamma + offset).view(-1, 3, 9) * gain[:, :, None]).flatten(1) - offset
 
 
 def sh_light_colour(gamma: torch.Tensor) -> torch.Tensor:

@@ -156,6 +156,13 @@ def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
         assert row["faces"] == 1 and 0 < row["mean dE to truth"] < 100 and 0 <= row["spread across lights"] < 100
     photo = lights[0]  # tungsten light moves the photo's skin colour
     assert photo["spread across lights"] > 3
+    # the same face with and without drawn glasses and hair: both fitted and scored
+    occluders = _rows(results_dir, "synthetic_occluders_quick")
+    assert [r["method"] for r in occluders] == list(synthetic_gt.OCCLUDER_METHODS)
+    for row in occluders:
+        assert row["faces"] == 1 and 8 < row["psnr_visible plain"] < 60, row
+        assert row["difference (dB)"] == pytest.approx(row["psnr_visible with glasses and hair"]
+                                                       - row["psnr_visible plain"], abs=1e-3)
 
 
 def test_light_invariance_pairs_people(tmp_path):

@@ -138,8 +138,7 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
 
 
 def test_light_colour_of_scaled_sh_light():
-    from fitting.shape import scale_light_colour
-    from models.shading import sh_light_colour
+    from models.shading import scale_light_colour, sh_light_colour
 
     gamma = torch.zeros(2, 27)
     gamma[:, 1:9] = 0.1  # some direction, the same in every channel

@@ -54,7 +54,7 @@ def test_priors_closed_form():
 
 
 def test_lighting_loss_with_a_colour_keeps_lights_of_that_colour():
-    from fitting.shape import scale_light_colour
+    from models.shading import scale_light_colour
 
     white = torch.zeros(2, 27)
     white.view(2, 3, 9)[:, :, 1:4] = torch.tensor([0.2, -0.1, 0.3])  # one shape in every channel
