@@ -12,6 +12,12 @@ deviations) and the SH lighting. Losses (weights in :class:`AlbedoFitConfig`):
   light keeps the colour stage 1 gave it (the light/skin prior's split of
   the scene's cast) and its channels share one shape.
 
+The map this stage hands on is the model's where the model varies
+(:meth:`~models.uv_albedo_model.UVAlbedoModel.support`) and continued
+smoothly from there where it holds only its mean (push-pull): a model built
+from photo unwraps has in its mean there the hair, background and the holes
+of the features that its maps had.
+
 The coefficients start from the projection of the unwrapped photo texture
 onto the model (confidence-weighted least squares with the prior), which is
 already close; the reference starts from zero.
@@ -24,6 +30,7 @@ import torch
 from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
+from models.filters import push_pull_fill
 from models.renderer import Renderer
 from models.shading import sh_light_colour
 from models.uv_albedo_model import UVAlbedoModel
@@ -63,6 +70,8 @@ class AlbedoFitter:
         self.renderer = Renderer.for_face_model(face_model, PinholeCamera(face_model.camera_distance, image_size),
                                                 RenderSettings(refresh_pixels=float("inf")))
         self.progress = StepProgress()
+        with torch.no_grad():
+            self.support = uvapm.support()
 
     def initial_coefficients(self, unwrapped: UnwrapResult | None, batch: int) -> torch.Tensor:
         """Projection of the unwrapped texture (or zeros: the mean albedo)."""
@@ -111,5 +120,5 @@ class AlbedoFitter:
                            self.progress.track(self.name, cfg.optim.steps))
         p.albedo, p.gamma = coeffs.detach(), gamma.detach()
         with torch.no_grad():
-            albedo_map = self.uvapm(p.albedo).clamp(0, 1)
+            albedo_map = push_pull_fill(self.uvapm(p.albedo).clamp(0, 1), self.support.expand(len(batch), -1, -1, -1))
         return state.updated(params=p, albedo_maps={self.name: albedo_map}, histories={self.name: history})

@@ -281,12 +281,12 @@ class DetailFitConfig:
         observed_detail: blend in what the photo shows where the unwrapping
             is confident.
         observed_band: what is blended: ``full`` (the unwrapped texture
-            itself, all frequencies, colour-balanced to the models' albedo by
-            one gain per channel, over the coarse albedo with the generated
-            detail: the seen skin as seen, the models only where the photo
-            does not show it) or ``high`` (only the texture's high-frequency
-            detail, added to the coarse albedo; generators with additive
-            detail).
+            itself, all frequencies, colour-balanced to the models' albedo
+            by one gain per channel, where it was seen; the coarse albedo
+            with the generated detail plus the seen texels' residual
+            continued smoothly where it was not) or ``high`` (only the texture's
+            high-frequency detail, added to the coarse albedo; generators
+            with additive detail).
     """
 
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=15, rampdown=0.3))

@@ -12,16 +12,16 @@ on the latent. The photo is the original re-warped into a crop of
 A generator that can encode a texture (ours) starts its latent from the
 encoding of the detail seen in the unwrapped photo texture (one encoder
 pass), so a few steps suffice. With ``observed_detail`` on, the final map
-then takes what the photo shows where the unwrapping is confident: with
-``observed_band: full`` the unwrapped texture itself, colour-balanced to the
-models' albedo (one gain per channel: the photo's structure, the light
-separation of the fit) and blended by its confidence (mirrored texels count
-with their mirror's, see :mod:`fitting.unwrap`) over the coarse albedo with
-the generated detail (the models fill only what the photo does not show; any
-generator), with ``high`` only
-its high-frequency detail in place of the generated detail (generators
-whose combination is additive; the paper's HSV replacement has no such
-split).
+then takes what the photo shows where the unwrapping is confident. With
+``observed_band: full``: the unwrapped texture itself, colour-balanced to
+the models' albedo (one gain per channel: the photo's structure, the colour
+of the fit's light/skin separation and skin prior), and elsewhere the
+coarse albedo with the generated detail plus the seen texels' difference
+from it, continued by push-pull filling over the confidence (mirrored
+texels count with their mirror's, see :mod:`fitting.unwrap`): no seam where
+the view ends, no flat fill, any generator. With ``high``: only its
+high-frequency detail, in place of the generated detail (generators whose
+combination is additive; the paper's HSV replacement has no such split).
 What a generator offers is asked through the
 :class:`~models.detail_generator.DetailGenerator` protocol, never its class.
 """
@@ -34,7 +34,7 @@ from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.detail_generator import DetailGenerator
 from models.face_model import FaceModel
-from models.filters import gaussian_high_pass
+from models.filters import gaussian_high_pass, push_pull_fill
 from models.renderer import Renderer
 from utils.config import ConfigError
 
@@ -87,7 +87,7 @@ class DetailFitter:
 
     def _observed_blend(self, coarse: torch.Tensor, generated: torch.Tensor,
                         unwrapped: UnwrapResult | None) -> torch.Tensor | None:
-        """The final map with what the photo shows blended in by the unwrapping's confidence (B, 3, R, R) (see
+        """The final map with what the photo shows carried in by the unwrapping's confidence (B, 3, R, R) (see
         the module docstring), or None when the generator cannot take the photo's detail."""
         if unwrapped is None or not self.config.observed_detail:
             return None
@@ -96,7 +96,7 @@ class DetailFitter:
             confidence = _resize(unwrapped.filled_confidence, gen.resolution)
             models = gen.combine(coarse, generated)
             seen = balanced_to(_resize(unwrapped.filled, gen.resolution), models, confidence)
-            return confidence * seen + (1 - confidence) * models
+            return models + push_pull_fill(seen - models, confidence)
         observed = gen.observed_detail(unwrapped.filled)
         if observed is None:
             return None

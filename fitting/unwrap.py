@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
+from models.filters import push_pull_fill
 from models.renderer import Renderer
 from models.shading import sh_shading
 from models.uv_layout import UVLayout
@@ -41,7 +42,7 @@ from .config import UnwrapConfig
 from .params import FaceParams
 from .structures import FaceBatch, FitState
 
-__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "push_pull_fill", "sample_image",
+__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "sample_image",
            "outlier_reliability"]
 
 #: Values of :attr:`~fitting.config.UnwrapConfig.mask`.
@@ -80,25 +81,6 @@ def sample_image(image: torch.Tensor, pixels: torch.Tensor, mode: str = "bilinea
     H, W = image.shape[-2:]
     grid = torch.stack([2.0 * pixels[..., 0] / W - 1.0, 2.0 * pixels[..., 1] / H - 1.0], -1)
     return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=False)
-
-
-def push_pull_fill(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Fill low-weight texels smoothly from their neighbourhood (push-pull).
-
-    Args:
-        values: (B, C, R, R).
-        weights: (B, 1, R, R) in [0, 1]; 1 keeps the value, 0 replaces it.
-
-    Returns:
-        (B, C, R, R).
-    """
-    if min(values.shape[-2:]) <= 1:
-        return values
-    pooled_w = F.avg_pool2d(weights, 2, ceil_mode=True)
-    pooled_v = F.avg_pool2d(values * weights, 2, ceil_mode=True) / pooled_w.clamp_min(1e-8)
-    coarse = push_pull_fill(pooled_v, (4.0 * pooled_w).clamp(max=1.0))
-    up = F.interpolate(coarse, size=values.shape[-2:], mode="bilinear", align_corners=False)
-    return weights * values + (1.0 - weights) * up
 
 
 #: Added to luminance and median before their ratio, so that near-black texels (deep shadow, quantisation) are

@@ -10,6 +10,9 @@ they remove:
 * :func:`gaussian_high_pass` removes a Gaussian blur of a given sigma: the
   fine band of a photo or render (pores, stubble) that stage 3's loss and the
   high-frequency PSNR look at.
+
+:func:`push_pull_fill` completes a map where its weights are low from the
+neighbourhood (holes in an unwrapped texture, the padding around UV islands).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["area_low_pass", "area_high_pass", "gaussian_blur", "gaussian_high_pass"]
+__all__ = ["area_low_pass", "area_high_pass", "gaussian_blur", "gaussian_high_pass", "push_pull_fill"]
 
 
 def area_low_pass(maps: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -62,3 +65,22 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 def gaussian_high_pass(image: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     """``image - gaussian_blur(image, sigma)``: (B, C, H, W), the fine-detail band."""
     return image - gaussian_blur(image, sigma)
+
+
+def push_pull_fill(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Fill low-weight texels smoothly from their neighbourhood (push-pull).
+
+    Args:
+        values: (B, C, R, R).
+        weights: (B, 1, R, R) in [0, 1]; 1 keeps the value, 0 replaces it.
+
+    Returns:
+        (B, C, R, R).
+    """
+    if min(values.shape[-2:]) <= 1:
+        return values
+    pooled_w = F.avg_pool2d(weights, 2, ceil_mode=True)
+    pooled_v = F.avg_pool2d(values * weights, 2, ceil_mode=True) / pooled_w.clamp_min(1e-8)
+    coarse = push_pull_fill(pooled_v, (4.0 * pooled_w).clamp(max=1.0))
+    up = F.interpolate(coarse, size=values.shape[-2:], mode="bilinear", align_corners=False)
+    return weights * values + (1.0 - weights) * up

@@ -15,7 +15,31 @@ from torch import nn
 from .face_model import FaceModel
 from .rasterize import perspective_barycentrics, rasterize_faces
 
-__all__ = ["UVLayout"]
+__all__ = ["UVLayout", "texel_barycentrics"]
+
+
+def texel_barycentrics(uv_px: torch.Tensor, faces_uv: torch.Tensor, resolution: int) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    """Which triangle covers each texel of an R x R UV tile, and where.
+
+    Args:
+        uv_px: (T, 2) UV vertices in texel coordinates of the tile (x right, y down; row 0 is v = 1).
+        faces_uv: (F, 3) triangles of UV vertices.
+        resolution: R.
+
+    Returns:
+        The covering triangle (R, R) (-1 where none) and the texel centres' barycentric coordinates in it
+        (R, R, 3) (zero where none).
+    """
+    R = resolution
+    texel_face = rasterize_faces(uv_px[None], torch.ones(1, len(uv_px)), faces_uv, R, tiles=8)[0]
+    rows, cols = (texel_face >= 0).nonzero(as_tuple=True)
+    face = texel_face[rows, cols]
+    centres = torch.stack([cols, rows], -1).float() + 0.5
+    bary = perspective_barycentrics(centres, uv_px[faces_uv[face]], torch.ones(len(face), 3)).clamp(0, 1)
+    texel_bary = torch.zeros(R, R, 3)
+    texel_bary[rows, cols] = bary / bary.sum(-1, keepdim=True)
+    return texel_face, texel_bary
 
 
 class UVLayout(nn.Module):
@@ -39,15 +63,7 @@ class UVLayout(nn.Module):
         uvs, faces, faces_uv = face_model.uvs, face_model.faces, face_model.faces_uv
         # UV -> texel pixel coordinates (row 0 is v = 1); a constant depth of 1.
         uv_px = torch.stack([uvs[:, 0] * R, (1.0 - uvs[:, 1]) * R], -1)[None]
-        texel_face = rasterize_faces(uv_px, torch.ones(1, len(uvs)), faces_uv, R, tiles=8)[0]
-        rows, cols = (texel_face >= 0).nonzero(as_tuple=True)
-        face = texel_face[rows, cols]
-        centres = torch.stack([cols, rows], -1).float() + 0.5
-        corners = uv_px[0][faces_uv[face]]
-        bary = perspective_barycentrics(centres, corners, torch.ones(len(face), 3)).clamp(0, 1)
-        bary = bary / bary.sum(-1, keepdim=True)
-        texel_bary = torch.zeros(R, R, 3)
-        texel_bary[rows, cols] = bary
+        texel_face, texel_bary = texel_barycentrics(uv_px[0], faces_uv, R)
         self.register_buffer("texel_face", texel_face)
         self.register_buffer("texel_bary", texel_bary)
         self.register_buffer("mask", (texel_face >= 0).float()[None])

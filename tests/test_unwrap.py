@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fitting.unwrap import push_pull_fill, unwrap_texture
+from fitting.unwrap import unwrap_texture
+from models.filters import push_pull_fill
 from models.uv_layout import UVLayout
 from testing.synthetic import make_synthetic_faces
 

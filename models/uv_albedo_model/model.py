@@ -357,6 +357,16 @@ class UVAlbedoModel(nn.Module):
         maps = decode_albedo(coeffs, self.mean, self.basis, self.std)
         return _resize(maps, out_resolution or self.resolution)
 
+    def support(self) -> torch.Tensor:
+        """(1, 1, R, R) in [0, 1]: how much the model varies each texel: the prior's standard deviation there
+        (every component and channel, coefficients independent) relative to its median m across the texels it
+        varies at all: 0 up to m / 2, rising to 1 at m. Texels at 0 (where its training maps had little: the
+        features left out, the background and hair around the face) hold mostly the mean."""
+        spread = (self.basis * self.std[:, :, None]).pow(2).sum((0, 1)).sqrt()
+        modelled = spread[spread > 1e-3 * spread.max()]
+        median = modelled.median() if len(modelled) else spread.new_tensor(1.0)
+        return (2 * spread / median - 1).clamp(0, 1).view(1, 1, self.resolution, self.resolution)
+
     def encode(
         self, maps: torch.Tensor, confidence: torch.Tensor | None = None, ridge: float = 0.0
     ) -> torch.Tensor:
