@@ -7,16 +7,23 @@ file                    content
 ======================  ===========================================================
 ``uv_albedo.png``       final UV albedo (stage 3 at the detail generator's
                         resolution, 512; stage 2 when stage 3 did not run; the
-                        unwrapped photo texture with ``--stages 1``)
+                        unwrapped photo texture with ``--stages 1``), padded past
+                        the edges of its UV islands
+``uv_albedo_head.png``  the rest of the head (scalp, back of head and neck: the
+                        ICT UV tile [1, 2]), continued from the face
+                        (:class:`models.head_texture.HeadTexture`); not written for
+                        face models without that tile
 ``uv_albedo_1024.png``  with ``outputs.uv_1024``: ``uv_albedo.png`` upsampled (bicubic)
 ``uv_albedo_coarse.png``  stage-2 UVAPM albedo at the UVAPM resolution
 ``uv_unwrapped.png``    the photo's de-lit texture, completed by mirroring and inpainting
 ``uv_confidence.png``   per-texel trust in the unwrapped texture (white = seen head-on)
 ``mesh.obj``/``.mtl``   expressive shape (identity + expression, unposed, model units);
                         the face region textured with ``uv_albedo.png``, head and neck
-                        (material ``head``) in the mean skin colour
+                        (material ``head``) with ``uv_albedo_head.png``
 ``mesh_neutral.obj``    the same without expression (shares ``mesh.mtl``)
-``mesh.glb``            ``mesh.obj`` as binary glTF (trimesh)
+``mesh.glb``            ``mesh.obj`` as binary glTF (trimesh): PBR materials (base colour =
+                        the albedo maps, metallic 0, roughness 0.7), each part's UVs in
+                        its own texture
 ``coeffs.pt``           the parameters (tensors only, ``weights_only=True``) and the
                         fitted 68 points in photo pixels, two kinds:
                         ``landmarks_68_contour_px`` (jaw on the silhouette, dlib's
@@ -47,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from models.face_model import FaceModel
+from models.head_texture import head_texture_for
 from utils.atomic import atomic_path, save_torch, write_json, write_text
 from utils.image_io import write_image
 from utils.mesh_io import write_mtl, write_obj
@@ -67,8 +75,10 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def write_mesh(path: Path, vertices: np.ndarray, face_model: FaceModel, mtl_file: str, head_colour) -> None:
-    """OBJ + MTL of the display mesh: face region textured (material ``face``), head/neck flat (``head``)."""
+def write_mesh(path: Path, vertices: np.ndarray, face_model: FaceModel, mtl_file: str) -> None:
+    """OBJ + MTL of the display mesh: the face region textured with ``uv_albedo.png`` (material ``face``), the
+    rest of the head with ``uv_albedo_head.png`` (``head``: UVs in the next tile, which a repeating texture
+    maps onto the image)."""
     face_tris = face_model.faces.cpu().numpy()
     head_tris = face_model.head_faces.cpu().numpy()
     head_uv = face_model.head_faces_uv.cpu().numpy()
@@ -79,16 +89,30 @@ def write_mesh(path: Path, vertices: np.ndarray, face_model: FaceModel, mtl_file
         return (t[:, 0] * V + t[:, 1]) * V + t[:, 2]
 
     rest = ~np.isin(keys(head_tris), keys(face_tris))
+    head = (("head", head_tris[rest], head_uv[rest]),) if rest.any() else ()
     write_obj(path, vertices, face_tris, face_model.uvs.cpu().numpy(), face_model.faces_uv.cpu().numpy(),
-              mtl_file=mtl_file, material="face", extra_groups=(("head", head_tris[rest], head_uv[rest]),))
-    write_mtl(path.parent / mtl_file, [("face", "uv_albedo.png", (1.0, 1.0, 1.0)),
-                                       ("head", None, tuple(float(c) for c in head_colour))])
+              mtl_file=mtl_file, material="face", extra_groups=head)
+    materials = [("face", "uv_albedo.png", (1.0, 1.0, 1.0))]
+    if rest.any():
+        materials.append(("head", "uv_albedo_head.png", (1.0, 1.0, 1.0)))
+    write_mtl(path.parent / mtl_file, materials)
 
 
 def _glb(obj_path: Path, glb_path: Path) -> None:
+    """``mesh.obj`` as binary glTF: one PBR material per texture (base colour = albedo, not metallic, rough
+    skin), every geometry's UVs in its own texture's [0, 1] tile (a viewer need not repeat textures)."""
     import trimesh
+    from trimesh.visual.material import PBRMaterial
 
     scene = trimesh.load(obj_path, force="scene", process=False)
+    for geometry in scene.geometry.values():
+        visual = geometry.visual
+        uv = np.asarray(visual.uv, np.float64).copy()
+        uv[:, 0] -= np.floor(uv[:, 0].min() + 1e-6)
+        image = getattr(visual.material, "image", None)
+        material = PBRMaterial(name=getattr(visual.material, "name", None), baseColorTexture=image,
+                               baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=0.7)
+        geometry.visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
     with atomic_path(glb_path) as tmp:
         scene.export(tmp, file_type="glb")
 
@@ -168,7 +192,13 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
     if uv.shape[-1] < result.uv_texture.shape[-1]:
         uv = F.interpolate(uv[None], size=result.uv_texture.shape[-1], mode="bilinear", align_corners=False)[0]
     layout = {"uv_layout_id": face_model.uv_layout_id, "face_model": face_model.name}
+    R = uv.shape[-1]
+    with torch.no_grad():
+        atlas = head_texture_for(face_model, R).to(uv.device)(uv[None])[0]
+    uv = atlas[..., :R]
     write_image(folder / "uv_albedo.png", _image(uv), text=layout)
+    if atlas.shape[-1] > R:
+        write_image(folder / "uv_albedo_head.png", _image(atlas[..., R:]), text=layout)
     if outputs.uv_1024:
         write_image(folder / "uv_albedo_1024.png",
                     _image(F.interpolate(uv[None], size=1024, mode="bicubic", align_corners=False)[0]), text=layout)
@@ -181,10 +211,8 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
     with torch.no_grad():
         expressive = face_model.shape(p.identity, p.expression)[0].cpu().numpy()
         neutral = face_model.shape(p.identity)[0].cpu().numpy()
-    confident = result.uv_confidence[0] > 0.5
-    skin = uv[:, confident].median(1).values if confident.any() else uv.flatten(1).median(1).values
-    write_mesh(folder / "mesh.obj", expressive, face_model, "mesh.mtl", skin.tolist())
-    write_mesh(folder / "mesh_neutral.obj", neutral, face_model, "mesh.mtl", skin.tolist())
+    write_mesh(folder / "mesh.obj", expressive, face_model, "mesh.mtl")
+    write_mesh(folder / "mesh_neutral.obj", neutral, face_model, "mesh.mtl")
     if outputs.glb:
         _glb(folder / "mesh.obj", folder / "mesh.glb")
 

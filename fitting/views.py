@@ -4,8 +4,9 @@ Without an albedo map, the mean albedo of the UV albedo model is used
 (default ``checkpoints/default/uvapm_<face_model>.npz``). The shape is, by
 priority, a mesh (any OBJ with texture coordinates in the face model's UV
 layout), a ``coeffs.pt`` of a fit (identity and expression), or the face
-model's mean shape. Light ``coeffs`` uses the SH lighting fitted to the
-photo. Writes ``view_<yaw>.png`` per view (RGBA), ``contact_sheet.png`` and,
+model's mean shape. The map is completed into a texture of the whole head
+(:class:`models.head_texture.HeadTexture`). Light ``coeffs`` uses the SH
+lighting fitted to the photo. Writes ``view_<yaw>.png`` per view (RGBA), ``contact_sheet.png`` and,
 with a turntable, ``turntable.gif`` (or ``.mp4``, which needs the
 ``imageio-ffmpeg`` package). The albedo map must be square and, when it
 carries a ``uv_layout_id`` (maps written by this toolkit do), match the face
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from assets import load_installed_face_model
 from models.config import LIGHT_PRESETS, SHADING_MODES
 from models.face_model import FaceModel
+from models.head_texture import head_texture_for
 from models.lighting import light_preset
 from models.uv_albedo_model import UVAlbedoModel
 from models.view_rendering import ViewMesh, contact_sheet, mesh_from_face_model, mesh_from_obj, render_views
@@ -126,22 +128,24 @@ def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_pa
         sh = coeffs["gamma"].float().reshape(1, 27).to(device)
     else:
         sh = light_preset(config.light).to(device)
+    with torch.no_grad():
+        texture = head_texture_for(face_model, albedo.shape[-1]).to(device)(albedo[None])[0]
     with FolderLock(output, "render_3d_face.py"):
-        images = render_views(mesh, albedo, list(config.views), sh, config.shading, config.resolution, config.pitch)
+        images = render_views(mesh, texture, list(config.views), sh, config.shading, config.resolution, config.pitch)
         for yaw, image in zip(config.views, images):
             write_image(output / f"view_{int(round(yaw)):+04d}.png", image.permute(1, 2, 0).cpu().numpy())
         write_image(output / "contact_sheet.png", contact_sheet(images).permute(1, 2, 0).cpu().numpy())
         logger.info("wrote %d views and contact_sheet.png to %s", len(images), output)
         if config.turntable:
-            _turntable(config, mesh, albedo, sh, output, progress)
+            _turntable(config, mesh, texture, sh, output, progress)
 
 
-def _turntable(config: RenderConfig, mesh, albedo, sh, output: Path, progress: bool) -> None:
+def _turntable(config: RenderConfig, mesh, texture, sh, output: Path, progress: bool) -> None:
     if config.turntable not in ("gif", "mp4"):
         raise ToolkitError(f"--turntable {config.turntable!r}: choose gif or mp4")
     frames_count = max(2, config.turntable_frames)
     yaws = [-180 + 360 * k / frames_count for k in range(frames_count)]
-    frames = [render_views(mesh, albedo, [yaw], sh, config.shading, config.resolution, config.pitch)[0]
+    frames = [render_views(mesh, texture, [yaw], sh, config.shading, config.resolution, config.pitch)[0]
               for yaw in tqdm(yaws, desc="turntable", unit="frame", disable=not progress, leave=False)]
     # Composite on white: GIF has no partial transparency and MP4 none at all.
     rgb = [((f[:3] * f[3:] + (1 - f[3:])).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)

@@ -61,7 +61,7 @@ def sample_uv_map(uv_map: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear lookup of a UV map.
 
     Args:
-        uv_map: (B, C, R, R); row 0 is v = 1.
+        uv_map: (B, C, R, W) (square, or an atlas of tiles side by side); row 0 is v = 1.
         uv: (B, H, W, 2) coordinates in [0, 1], v up.
 
     Returns:
@@ -144,7 +144,7 @@ class Renderer(nn.Module):
 
         Args:
             vertices: (B, V, 3) world-space vertices.
-            albedo_map: (B, 3, R, R) UV albedo (row 0 is v = 1); or
+            albedo_map: (B, 3, R, W) UV albedo or texture atlas (row 0 is v = 1); or
             vertex_colors: (B, V, 3) per-vertex albedo instead of a map.
             gamma: (B, 27) SH lighting (see :mod:`models.shading`); None renders unlit albedo.
             normals: (B, V, 3) unit vertex normals; None computes them from the drawn faces.

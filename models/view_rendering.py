@@ -1,8 +1,9 @@
 """Rendering a reconstructed face from several viewpoints (``render_3d_face.py``).
 
 :class:`ViewMesh` is a display mesh with UVs; faces whose UVs fall outside
-the [0, 1]^2 texture tile (the ICT head and neck) are drawn in one flat skin
-colour taken from the albedo map. :func:`render_views` orbits the camera
+the [0, 1]^2 texture tile (the ICT head and neck) sample the next tile of a
+texture atlas (:class:`~models.head_texture.HeadTexture` completes a face
+map into one). :func:`render_views` orbits the camera
 around the head (yaw angles) and draws it unlit, lit with SH lighting, or as
 a normal map, on a transparent background.
 """
@@ -23,7 +24,7 @@ from .face_model import FaceModel
 from .face_ops import euler_angles_to_matrix, vertex_normals
 from .renderer import Renderer
 
-__all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "head_texture", "render_views", "contact_sheet"]
+__all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "atlas_mapping", "render_views", "contact_sheet"]
 
 
 
@@ -39,12 +40,6 @@ class ViewMesh:
     faces: torch.Tensor
     faces_uv: torch.Tensor
     uvs: torch.Tensor
-
-    @property
-    def textured(self) -> torch.Tensor:
-        """(F,) True for faces whose UVs lie in the texture tile."""
-        corners = self.uvs[self.faces_uv]  # (F, 3, 2)
-        return ((corners >= -1e-4) & (corners <= 1 + 1e-4)).all(-1).all(-1)
 
 
 def mesh_from_face_model(face_model: FaceModel, identity=None, expression=None) -> ViewMesh:
@@ -67,39 +62,19 @@ def mesh_from_obj(path) -> ViewMesh:
                     torch.as_tensor(obj.uvs))
 
 
-def _skin_colour(albedo_map: torch.Tensor) -> torch.Tensor:
-    """Median colour of the map's mid-tone texels, (3,)."""
-    pixels = albedo_map.flatten(1)
-    luminance = pixels.mean(0)
-    keep = (luminance > 0.08) & (luminance < 0.95)
-    return (pixels[:, keep] if keep.any() else pixels).median(1).values
-
-
-def head_texture(mesh: ViewMesh, albedo_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A texture for the whole head mesh: the UV map, plus a column of its skin colour that the faces outside
-    the texture tile (head, neck) sample.
-
-    Args:
-        mesh: the mesh.
-        albedo_map: (3, R, R) UV albedo.
-
-    Returns:
-        The texture (1, 3, R, R + 2), UVs (T + 1, 2) and faces' UV indices (F, 3) to render it with.
-    """
-    device = albedo_map.device
-    R = albedo_map.shape[-1]
-    texture = torch.cat([albedo_map, _skin_colour(albedo_map)[:, None, None].expand(3, R, 2)], 2)[None]
-    scale = R / (R + 2)
-    uvs = torch.cat([mesh.uvs.to(device) * torch.tensor([scale, 1.0], device=device),
-                     torch.tensor([[(R + 1) / (R + 2), 0.5]], device=device)])
-    faces_uv = torch.where(mesh.textured[:, None].to(device), mesh.faces_uv.to(device),
-                           torch.full_like(mesh.faces_uv, len(mesh.uvs)).to(device))
-    return texture, uvs, faces_uv
+def atlas_mapping(mesh: ViewMesh, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """UVs (T, 2) and faces' UV indices (F, 3) that sample a texture atlas of N UV tiles side by side,
+    (3, R, N * R) (a face map alone, or :class:`~models.head_texture.HeadTexture`'s atlas): u divided by N."""
+    tiles = round(texture.shape[-1] / texture.shape[-2])
+    if tiles < 1 or texture.shape[-1] != tiles * texture.shape[-2]:
+        raise ValueError(f"texture: expected (3, R, N * R), got {tuple(texture.shape)}")
+    uvs = mesh.uvs.to(texture.device) / torch.tensor([float(tiles), 1.0], device=texture.device)
+    return uvs, mesh.faces_uv.to(texture.device)
 
 
 def render_views(
     mesh: ViewMesh,
-    albedo_map: torch.Tensor,
+    texture: torch.Tensor,
     yaws_deg: list[float],
     sh: torch.Tensor | None,
     shading: str = "lit",
@@ -110,7 +85,7 @@ def render_views(
 
     Args:
         mesh: the mesh (on the device to render on).
-        albedo_map: (3, R, R) UV albedo in [0, 1].
+        texture: (3, R, N * R) texture atlas in [0, 1] of the mesh's N UV tiles (:func:`atlas_mapping`).
         yaws_deg: camera yaw angles in degrees (0 = frontal, positive shows the subject's right side).
         sh: (1, 27) SH lighting for ``shading="lit"``.
         shading: ``albedo``, ``lit`` or ``normals``.
@@ -129,7 +104,7 @@ def render_views(
     camera = PinholeCamera(distance=1.0, image_size=resolution)
     camera = PinholeCamera(distance=camera.focal_px * radius / (0.46 * resolution) + radius, image_size=resolution)
 
-    texture, uvs, faces_uv = head_texture(mesh, albedo_map)
+    uvs, faces_uv = atlas_mapping(mesh, texture)
     renderer = Renderer(mesh.faces, faces_uv, uvs, camera, RenderSettings(refresh_pixels=0.0)).to(device)
 
     images = []
@@ -137,7 +112,7 @@ def render_views(
         angles = torch.tensor([[math.radians(pitch_deg), math.radians(yaw), 0.0]], device=device)
         posed = vertices[None] @ euler_angles_to_matrix(angles).transpose(1, 2)
         normals = vertex_normals(posed, mesh.faces)
-        out = renderer(posed, texture, sh if shading == "lit" else None, normals=normals)
+        out = renderer(posed, texture[None], sh if shading == "lit" else None, normals=normals)
         colour = out.normals * 0.5 + 0.5 if shading == "normals" else out.image
         images.append(torch.cat([colour.clamp(0, 1) * out.mask, out.mask], 1)[0])
     return images

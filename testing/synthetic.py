@@ -18,9 +18,10 @@ from fitting.params import FaceParams
 from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
+from models.head_texture import head_texture_for
 from models.renderer import Renderer
 from models.shading import sh_ambient_offset
-from models.view_rendering import ViewMesh, head_texture
+from models.view_rendering import ViewMesh, atlas_mapping
 
 __all__ = ["SyntheticFaces", "make_synthetic_faces", "smooth_albedo_map", "draw_eyes", "rigid_align", "vertex_error_mm"]
 
@@ -77,8 +78,9 @@ def make_synthetic_faces(
 
     ``yaw_range_deg`` = (lo, hi) draws |yaw| uniformly in [lo, hi) with a
     random sign instead of within ``max_yaw_deg``. ``head`` renders the whole
-    head mesh (the face region textured, the rest in the map's skin colour)
-    rather than the face region the fit uses.
+    head mesh (the face region textured, the rest with the map continued by
+    :class:`~models.head_texture.HeadTexture`) rather than the face region
+    the fit uses.
 
     ``light_strength`` scales a white directional light; ``light_jitter`` is
     the standard deviation of random noise on all 27 SH coefficients (which
@@ -126,9 +128,8 @@ def make_synthetic_faces(
     camera = PinholeCamera(face_model.camera_distance, image_size)
     if head:
         mesh = ViewMesh(face_model.mean_shape, face_model.head_faces, face_model.head_faces_uv, face_model.uvs)
-        textures = [head_texture(mesh, m) for m in albedo_map]
-        _, uvs, faces_uv = textures[0]
-        texture = torch.cat([t for t, _, _ in textures])
+        texture = head_texture_for(face_model, albedo_map.shape[-1]).to(device)(albedo_map)
+        uvs, faces_uv = atlas_mapping(mesh, texture[0])
         renderer = Renderer(face_model.head_faces, faces_uv, uvs, camera, RenderSettings(refresh_pixels=0.0)).to(device)
     else:
         texture = albedo_map
