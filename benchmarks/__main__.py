@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("landmarks", "synthetic_gt", "real_photos", "light_invariance", "speed")
+BENCHMARKS = ("landmarks", "synthetic_gt", "real_photos", "light_invariance", "texture_asset", "speed")
 
 
 def main(argv=None) -> int:

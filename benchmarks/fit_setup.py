@@ -22,7 +22,7 @@ from utils.config import add_config_args, load_config
 if TYPE_CHECKING:
     from testing.small_models import ModelChoice
 
-__all__ = ["add_fitting_args", "fitting_config", "fit_photos"]
+__all__ = ["add_fitting_args", "add_photo_folder_args", "photo_output_dir", "fitting_config", "fit_photos"]
 
 
 def add_fitting_args(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,25 @@ def add_fitting_args(parser: argparse.ArgumentParser) -> None:
                         help="small sizes, few steps and stand-in models: checks that it runs, not a measurement")
     add_config_args(parser, str(DEFAULT_CONFIG), "albedo.optim.steps=100")
     add_logging_args(parser)
+
+
+def add_photo_folder_args(parser: argparse.ArgumentParser, name: str, limit_help: str) -> None:
+    """The options of a benchmark that fits a folder of photos: ``--input_dir`` (default: the shared
+    single-face photos), ``--limit`` (``limit_help`` says its default), ``--output_dir`` and ``--resume``."""
+    from . import common
+
+    parser.add_argument("--input_dir", default=str(common.SHARED / "data" / "faces" / "single"),
+                        help="folder of photos (default: the shared single-face photos)")
+    parser.add_argument("--limit", type=int, help=f"photos, evenly spaced in name order; {limit_help}")
+    parser.add_argument("--output_dir", help=f"fitting outputs (default: <tmp>/uvapm_benchmarks/{name}[_quick])")
+    parser.add_argument("--resume", action="store_true", help="keep faces already complete in --output_dir")
+
+
+def photo_output_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--output_dir``, or the benchmark's folder ``name`` under the system's temporary folder."""
+    import tempfile
+
+    return Path(args.output_dir or Path(tempfile.gettempdir()) / "uvapm_benchmarks" / name)
 
 
 def fitting_config(args: argparse.Namespace, scratch: Path, stages=(1, 2, 3)) -> tuple[FittingConfig, ModelChoice]:

@@ -40,7 +40,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image
 
 from . import common
-from .fit_setup import add_fitting_args, fit_photos
+from .fit_setup import add_fitting_args, add_photo_folder_args, fit_photos, photo_output_dir
 
 __all__ = ["SAME_PERSON_THRESHOLD", "IdentityEmbedder", "select_photos", "main"]
 
@@ -158,12 +157,7 @@ def summary(records: list[dict]) -> list[dict]:
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.real_photos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input_dir", default=str(common.SHARED / "data" / "faces" / "single"),
-                        help="folder of photos (default: the shared single-face photos)")
-    parser.add_argument("--limit", type=int, help="photos, evenly spaced in name order; 0 for all (default 40; 2 "
-                        "with --quick)")
-    parser.add_argument("--output_dir", help="fitting outputs (default: <tmp>/uvapm_benchmarks/real_photos[_quick])")
-    parser.add_argument("--resume", action="store_true", help="keep faces already complete in --output_dir")
+    add_photo_folder_args(parser, "real_photos", "0 for all (default 40; 2 with --quick)")
     add_fitting_args(parser)
     return parser.parse_args(argv)
 
@@ -172,7 +166,7 @@ def run(args, argv: list[str]) -> list[dict]:
     """The benchmark; returns the summary rows."""
     name = "real_photos_quick" if args.quick else "real_photos"
     limit = args.limit if args.limit is not None else (2 if args.quick else 40)
-    output_dir = Path(args.output_dir or Path(tempfile.gettempdir()) / "uvapm_benchmarks" / name)
+    output_dir = photo_output_dir(args, name)
     photos = select_photos(Path(args.input_dir), limit)
     _, models = fit_photos(args, photos, output_dir)
     records = measure(photos, output_dir / "fit", IdentityEmbedder())

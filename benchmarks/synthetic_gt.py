@@ -7,7 +7,7 @@ from the ICT prior, a head pose, SH lighting (a random coloured part, sigma
 directional light), a known UV albedo, composited on a random
 crop of a real photo (``--backgrounds``, default the shared group photos),
 with Gaussian sensor noise and JPEG compression. The whole head is rendered
-(the face region textured, the rest of the head in the map's skin colour)
+(the face region textured, the rest of the head with the map continued over it)
 with stand-in eyes in the eye openings (:func:`testing.synthetic.draw_eyes`:
 pale whites and a brown iris under the same light; the face model has no
 eyeballs).
@@ -52,6 +52,10 @@ directly), in UV at the true map's resolution:
   forgive it);
 * **vertex error**: mean distance over the face region after rigid
   alignment, in mm;
+* **registration error**: how far the fitted surface lies from the true one
+  *in the image*, what the unwrapping inherits: the median 224-crop distance
+  between the fitted and the true projection of the camera-facing face
+  vertices, over the outer-eye-corner distance;
 * **landmark error**: the fitted 68 landmarks (jaw on the silhouette)
   against the true ones, divided by the true outer-eye-corner distance (the
   detected landmarks' own error is listed beside it);
@@ -62,7 +66,12 @@ directly), in UV at the true map's resolution:
 Methods compared in the same run: the UVAPM mean albedo (with the mean face
 shape for the vertex error), the unwrapped photo texture (stage 1 geometry
 and light, mirrored and inpainted where unseen), stage 2 (the coarse UVAPM
-albedo, before stage 3) and stage 3 (the full pipeline).
+albedo, before stage 3) and stage 3 (the full pipeline). Two bounds beside
+them (:data:`INSTRUMENTS`, albedo scores only): the photo unwrapped exactly
+as the pipeline does but with the true shape, pose and light (what perfect
+registration and lighting would give; no masks), and the least-squares
+projection of the true map onto the UVAPM (what the coarse model can hold
+at best).
 
 **The same face under several scene lights** (``--light_faces``, default
 4): easy-level faces rendered again under each of :data:`SCENE_LIGHTS`
@@ -117,6 +126,7 @@ from fitting.preprocess.alignment import CROP_SIZE, apply_affine
 from fitting.preprocess.preprocessor import PreprocessError, Preprocessor
 from fitting.structures import FaceResult, ProcessedFace
 from fitting.unwrap import unwrap_texture
+from models.camera import PinholeCamera
 from models.face_model import FaceModel
 from models.lighting import sphere_normals
 from models.shading import sh_shading
@@ -132,9 +142,9 @@ from . import common
 from .fit_setup import add_fitting_args, fitting_config
 
 __all__ = [
-    "Difficulty", "DIFFICULTIES", "GroundTruth", "Estimate", "UVMasks", "SceneMaker", "uv_masks", "channel_gain",
-    "albedo_scores", "lighting_error", "score", "light_spread", "occluder_effect", "draw_occluders", "SCENE_LIGHTS",
-    "main",
+    "Difficulty", "DIFFICULTIES", "INSTRUMENTS", "GroundTruth", "Estimate", "UVMasks", "SceneMaker", "uv_masks",
+    "channel_gain", "albedo_scores", "lighting_error", "registration_error", "score", "bounds", "light_spread",
+    "occluder_effect", "draw_occluders", "SCENE_LIGHTS", "main",
 ]
 
 logger = logging.getLogger("uvapm.benchmarks")
@@ -142,8 +152,10 @@ logger = logging.getLogger("uvapm.benchmarks")
 PHOTO_SIZE = 512
 METHODS = ("UVAPM mean albedo (mean shape)", "unwrapped photo texture", "stage 2 (no stage 3)",
            "stage 3 (full pipeline)")
-SCORES = ("psnr_visible", "ssim_visible", "psnr_unseen", "unseen_share", "albedo_gain", "vertex_mm", "landmark_error",
-          "lighting_error")
+#: Bounds rather than methods: what the unwrapping gives with perfect registration, and the UVAPM's own capacity.
+INSTRUMENTS = ("bound: photo unwrapped with the true shape, pose and light", "bound: UVAPM projection of the truth")
+SCORES = ("psnr_visible", "ssim_visible", "psnr_unseen", "unseen_share", "albedo_gain", "vertex_mm",
+          "registration_error", "landmark_error", "lighting_error")
 
 
 @dataclass(frozen=True)
@@ -184,12 +196,16 @@ class GroundTruth:
         vertices: (B, V, 3) posed vertices.
         landmarks: (B, 68, 2) noise-free projected landmarks, 224-crop pixels.
         albedo: (B, 3, R, R) UV albedo in [0, 1].
+        crop_vertices: (B, V, 2) the posed vertices projected into the 224 crop's pixels.
+        photo: (B, 3, S, S) the photo the pipeline was given, in [0, 1] (the true camera's view).
     """
 
     params: FaceParams
     vertices: torch.Tensor
     landmarks: torch.Tensor
     albedo: torch.Tensor
+    crop_vertices: torch.Tensor
+    photo: torch.Tensor
 
 
 @dataclass
@@ -291,6 +307,22 @@ def lighting_error(true_gamma: torch.Tensor, estimated_gamma: torch.Tensor, gain
     return (estimated - true_shading).abs().mean((1, 2)) / true_shading.mean((1, 2)).abs().clamp_min(1e-8)
 
 
+def registration_error(face_model: FaceModel, truth: GroundTruth, vertices: torch.Tensor) -> torch.Tensor:
+    """How far the fitted surface lies from the true one in the image (B,): the median 224-crop distance
+    between the fitted and true projections of the face-region vertices that face the camera (true normal
+    z > 0.4), over the true outer-eye-corner distance. What the unwrapping inherits: a texel lands on the photo
+    pixel of another point of the skin by this much.
+
+    Args:
+        vertices: (B, V, 3) fitted posed vertices.
+    """
+    pixels = PinholeCamera(face_model.camera_distance, CROP_SIZE).project(vertices)
+    facing = (face_model.vertex_normals(truth.vertices)[..., 2] > 0.4) & face_model.face_vertex_mask.cpu()
+    distance = (pixels - truth.crop_vertices).norm(dim=-1)
+    eyes = (truth.landmarks[:, 36] - truth.landmarks[:, 45]).norm(dim=-1)
+    return torch.stack([d[f].median() for d, f in zip(distance, facing)]) / eyes
+
+
 def score(face_model: FaceModel, truth: GroundTruth, estimate: Estimate, masks: UVMasks) -> dict[str, torch.Tensor]:
     """Every score of :data:`SCORES` (B,) for one method; NaN for what it does not estimate."""
     B = truth.albedo.shape[0]
@@ -305,6 +337,7 @@ def score(face_model: FaceModel, truth: GroundTruth, estimate: Estimate, masks: 
             out["lighting_error"] = lighting_error(truth.params.gamma, estimate.gamma.cpu(), albedo["gain"])
     if estimate.vertices is not None:
         out["vertex_mm"] = vertex_error_mm(face_model, estimate.vertices.cpu(), truth.vertices)
+        out["registration_error"] = registration_error(face_model, truth, estimate.vertices.cpu())
     if estimate.landmarks is not None:
         out["landmark_error"] = normalized_landmark_error(estimate.landmarks.cpu(), truth.landmarks)
     return out
@@ -418,11 +451,28 @@ class SceneMaker:
         except PreprocessError:
             face = None
         landmarks = synthetic.landmarks[0].numpy().astype(np.float64)  # photo pixels
+        vertices = PinholeCamera(self.face_model.camera_distance, PHOTO_SIZE).project(synthetic.vertices.cpu())
+        vertices = vertices[0].double().numpy()
         if face is not None:
             landmarks = apply_affine(face.transform[0].double().numpy(), landmarks)
+            vertices = apply_affine(face.transform[0].double().numpy(), vertices)
         truth = GroundTruth(synthetic.params.to("cpu"), synthetic.vertices.cpu(),
-                            torch.from_numpy(landmarks).float()[None], synthetic.albedo_map.cpu())
+                            torch.from_numpy(landmarks).float()[None], synthetic.albedo_map.cpu(),
+                            torch.from_numpy(vertices).float()[None],
+                            torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255.0)
         return name, photo, face, truth
+
+
+def bounds(pipeline: Pipeline, truth: GroundTruth, face_model: FaceModel, layout: UVLayout) -> dict[str, Estimate]:
+    """The albedo of each of :data:`INSTRUMENTS`: the photo unwrapped (as the pipeline does, mirrored and
+    inpainted) with the true geometry and light instead of the fitted ones, at ``layout``'s resolution, and
+    the least-squares projection of the true map onto the UVAPM (ridge 1e-3)."""
+    uvapm = pipeline.uvapm
+    with torch.no_grad():
+        unwrapped = unwrap_texture(face_model, truth.params, truth.photo, None, layout).filled
+        albedo = _resized(truth.albedo, uvapm.resolution).to(uvapm.mean.device)
+        projected = uvapm(uvapm.encode(albedo, ridge=1e-3)).clamp(0, 1).cpu()
+    return {INSTRUMENTS[0]: Estimate(albedo=unwrapped), INSTRUMENTS[1]: Estimate(albedo=projected)}
 
 
 def estimates(pipeline: Pipeline, result: FaceResult, face_model: FaceModel) -> dict[str, Estimate]:
@@ -460,7 +510,7 @@ def _summary_rows(records: list[dict]) -> list[dict]:
     rows = []
     for level in DIFFICULTIES:
         total = len({r["face"] for r in records if r["difficulty"] == level})
-        for method in METHODS:
+        for method in (*METHODS, *INSTRUMENTS):
             chosen = [r for r in records if r["difficulty"] == level and r["method"] == method]
             if not chosen:
                 continue
@@ -655,7 +705,12 @@ def run(args, argv: list[str]) -> list[dict]:
         seed_everything(config.seed)
         result = pipeline.run(pipeline.batch([name], [face], [photo]))[0]
         input_error = float(normalized_landmark_error(face.landmarks.float(), truth.landmarks)[0])
-        for method, estimate in estimates(pipeline, result, face_model).items():
+        unwrap_resolution = config.unwrap.resolution
+        if unwrap_resolution not in layouts:
+            layouts[unwrap_resolution] = UVLayout(face_model, unwrap_resolution)
+        methods = {**estimates(pipeline, result, face_model),
+                   **bounds(pipeline, truth, face_model, layouts[unwrap_resolution])}
+        for method, estimate in methods.items():
             scores = score(face_model, truth, estimate, masks)
             records.append({**info, "method": method, "detected": 1.0, "input_landmark_error": input_error,
                             "landmark_source": face.info.landmarks.split(" ")[0],
@@ -675,7 +730,10 @@ def run(args, argv: list[str]) -> list[dict]:
         "per colour channel (computed on the visible texels, also applied to the unseen ones) and clamping to [0, 1]; "
         "albedo_gain: that gain averaged over the channels (1: the estimate is as bright as the truth). Unseen: "
         "face texels with zero confidence (unseen_share: their share of the face texels). Vertex error: "
-        "mm over the face region after rigid alignment (the mean-albedo row uses the mean face shape). Landmark "
+        "mm over the face region after rigid alignment (the mean-albedo row uses the mean face shape). Registration "
+        "error: median 224-crop distance between the fitted and true projections of the camera-facing face vertices "
+        "/ true outer-eye-corner distance. Bounds (albedo only): the photo unwrapped with the true shape, pose and "
+        "light (no masks); the least-squares UVAPM projection of the true map (ridge 1e-3). Landmark "
         "errors: mean distance / true outer-eye-corner distance (input: the detected landmarks the fit was given). "
         "Lighting error: mean |fitted shading / gain - true shading| / mean true shading over camera-facing "
         f"normals. {models.description} Per-face values: {name}.csv."

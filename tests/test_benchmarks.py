@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import common, landmarks, light_invariance, real_photos, speed, synthetic_gt
+from benchmarks import common, landmarks, light_invariance, real_photos, speed, synthetic_gt, texture_asset
 from benchmarks.synthetic_gt import (
     Estimate,
     GroundTruth,
@@ -26,6 +26,7 @@ from benchmarks.synthetic_gt import (
     score,
     uv_masks,
 )
+from models.camera import PinholeCamera
 from models.shading import AMBIENT_OFFSET
 from models.uv_layout import UVLayout
 from testing.synthetic import make_synthetic_faces, smooth_albedo_map
@@ -37,7 +38,8 @@ def synthetic_truth(ict_model):
     generator = torch.Generator().manual_seed(3)
     albedo = smooth_albedo_map(2, 64, generator) + 0.05 * torch.randn(2, 3, 64, 64, generator=generator)
     faces = make_synthetic_faces(ict_model, 2, seed=5, max_yaw_deg=40.0, albedo_map=albedo.clamp(0, 1))
-    truth = GroundTruth(faces.params, faces.vertices, faces.landmarks, faces.albedo_map)
+    crop_vertices = PinholeCamera(ict_model.camera_distance, faces.image.shape[-1]).project(faces.vertices)
+    truth = GroundTruth(faces.params, faces.vertices, faces.landmarks, faces.albedo_map, crop_vertices, faces.image)
     return truth, uv_masks(ict_model, faces.params, faces.image, UVLayout(ict_model, 64))
 
 
@@ -52,6 +54,7 @@ def test_truth_scores_near_perfect(ict_model, synthetic_truth):
     assert (scores["ssim_visible"] > 0.99).all()
     torch.testing.assert_close(scores["albedo_gain"], torch.ones(2))
     assert (scores["vertex_mm"] < 0.1).all()
+    assert (scores["registration_error"] < 1e-4).all()
     assert (scores["landmark_error"] < 1e-4).all()
     assert (scores["lighting_error"] < 1e-4).all()
 
@@ -81,6 +84,7 @@ def test_wrong_estimates_score_badly(ict_model, synthetic_truth):
                   masks)
     assert (wrong["psnr_visible"] < 20).all() and (wrong["ssim_visible"] < 0.3).all()
     assert (wrong["vertex_mm"] > 1.0).all()
+    assert (wrong["registration_error"] > 0.01).all()  # the mean shape lands off the true surface
     assert (wrong["lighting_error"] > 0.02).all()
     swapped = score(ict_model, truth, Estimate(albedo=other_face), masks)
     perfect = score(ict_model, truth, _perfect(truth), masks)
@@ -135,7 +139,7 @@ def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
     assert synthetic_gt.main(["--quick", "-q", "--backgrounds", str(faces_dir / "multi")]) == 0
     rows = _rows(results_dir, "synthetic_gt_quick")
     assert {r["difficulty"] for r in rows} == {"easy", "medium", "hard"}
-    assert {r["method"] for r in rows} == set(synthetic_gt.METHODS)
+    assert {r["method"] for r in rows} == {*synthetic_gt.METHODS, *synthetic_gt.INSTRUMENTS}
     for row in rows:
         assert row["faces"] == "1/1", row  # the real preprocessing found the rendered face
         assert 8 < row["psnr_visible"] < 60 and 0 < row["ssim_visible"] <= 1, row
@@ -143,12 +147,18 @@ def test_synthetic_gt_quick(results_dir, faces_dir, ict_model):
         # the truth is the model's fixed landmark vertices; detectors put the jaw of a turned head on the
         # silhouette, so a found face is within a third of the eye distance, not exactly on it
         assert 0 < row["input_landmark_error"] < 0.3
-        if row["method"] != "unwrapped photo texture":
-            assert 0 < row["vertex_mm"] < 20, row
+        if row["method"] in synthetic_gt.INSTRUMENTS:
+            assert row["vertex_mm"] == "" and row["registration_error"] == "", row  # albedo only
+        elif row["method"] != "unwrapped photo texture":
+            assert 0 < row["vertex_mm"] < 20 and 0 < row["registration_error"] < 0.3, row
         if row["method"].startswith("stage"):
             assert 0 < row["landmark_error"] < 0.3 and 0 < row["lighting_error"] < 2, row
+    for level in ("easy", "medium", "hard"):  # the true geometry unwraps the photo far better than the fitted one
+        by_method = {r["method"]: r for r in rows if r["difficulty"] == level}
+        assert by_method[synthetic_gt.INSTRUMENTS[0]]["psnr_visible"] > by_method["unwrapped photo texture"][
+            "psnr_visible"] + 3
     per_face = list(csv.DictReader((results_dir / "synthetic_gt_quick.csv").open()))
-    assert len(per_face) == 3 * len(synthetic_gt.METHODS)
+    assert len(per_face) == 3 * (len(synthetic_gt.METHODS) + len(synthetic_gt.INSTRUMENTS))
     # the same face under two scene lights: colours scored against the truth, and their spread
     lights = _rows(results_dir, "synthetic_lights_quick")
     assert [r["method"] for r in lights] == list(synthetic_gt.LIGHT_METHODS)
@@ -219,6 +229,37 @@ def test_real_photos_quick(results_dir, faces_dir, tmp_path):
     per_photo = list(csv.DictReader((results_dir / "real_photos_quick.csv").open()))
     assert len(per_photo) == 2 and all(r["fitted"] == "1" for r in per_photo)
     assert all((out / "fit" / r["photo"].rsplit(".", 1)[0] / "render.png").is_file() for r in per_photo)
+
+
+def test_seam_score_sees_a_seam_and_only_a_seam(ict_model):
+    """A uniform atlas has no seam; a head tile of another colour than the face tile shows at the border."""
+    R = 64
+    sides = texture_asset._seam_sides(ict_model, 2, R)
+    uniform = torch.full((3, R, 2 * R), 0.6)
+    assert texture_asset.seam_colour_difference(uniform, sides).max() < 1e-3
+    split = uniform.clone()
+    split[:, :, R:] = torch.tensor([0.5, 0.4, 0.3])[:, None, None]
+    difference = texture_asset.seam_colour_difference(split, sides)
+    border = difference > 1.0
+    assert 0.5 < border.float().mean() < 1.0  # the face/head border (most seams), not the seams inside a tile
+    assert difference[border].min() > 10
+    used = torch.ones(R, 2 * R, dtype=torch.bool)
+    assert texture_asset.flat_fill_share(uniform, used) == 1.0
+    noisy = uniform + 0.05 * torch.rand(3, R, 2 * R, generator=torch.Generator().manual_seed(0))
+    assert texture_asset.flat_fill_share(noisy, used) == 0.0
+
+
+@pytest.mark.slow
+def test_texture_asset_quick(results_dir, faces_dir, tmp_path):
+    sheets = tmp_path / "sheets"
+    assert texture_asset.main(["--quick", "-q", "--input_dir", str(faces_dir / "single"), "--output_dir",
+                               str(tmp_path / "fit"), "--sheet_dir", str(sheets)]) == 0
+    rows = _rows(results_dir, "texture_asset_quick")
+    face, summary = rows
+    assert face["fitted"] == 1 and summary["fitted"] == "1/1"
+    assert 0 < face["seam_dE_median"] < 30 and face["seam_dE_p90"] >= face["seam_dE_median"]
+    assert 0 <= face["flat_fill_share"] < 0.5 and face["seam_edges"] > 100
+    assert (sheets / "contact_sheet.png").is_file()
 
 
 @pytest.mark.slow
