@@ -36,6 +36,7 @@ Results: ``benchmarks/results/texture_asset[_quick].{json,md,csv}``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -143,22 +144,28 @@ def run(args, argv: list[str]) -> list[dict]:
     output_dir = photo_output_dir(args, name)
     photos = select_photos(Path(args.input_dir), limit)
     fit_dir, models = fit_photos(args, photos, output_dir)
-    face_model = FaceModel(load_installed_face_model("ict"))
+    face_models: dict[str, FaceModel] = {}
     embedder = IdentityEmbedder()
-    textures: dict[int, tuple[HeadTexture, torch.Tensor, tuple]] = {}
+    textures: dict[tuple[str, int], tuple[HeadTexture, torch.Tensor, tuple]] = {}
     records, sheets = [], []
     for photo in photos:
         folder = fit_dir / photo.stem
         if not (folder / "metrics.json").is_file():
             records.append({"face": photo.stem, "fitted": 0})
             continue
+        model_name = json.loads((folder / "metrics.json").read_text())["face_model"]
+        if model_name not in face_models:
+            face_models[model_name] = FaceModel(load_installed_face_model(model_name))
+        face_model = face_models[model_name]
         albedo = torch.from_numpy(read_image(folder / "uv_albedo.png").copy()).permute(2, 0, 1).float() / 255
         R = albedo.shape[-1]
-        if R not in textures:
+        if (model_name, R) not in textures:
             texture = head_texture_for(face_model, R)
-            used = torch.cat([UVLayout(face_model, R).mask[0], texture.head_mask[0, 0]], -1).bool()
-            textures[R] = (texture, used, _seam_sides(face_model, texture.tiles, R))
-        texture, used, sides = textures[R]
+            used = UVLayout(face_model, R).mask[0]
+            if texture.tiles > 1:
+                used = torch.cat([used, texture.head_mask[0, 0]], -1)
+            textures[model_name, R] = (texture, used.bool(), _seam_sides(face_model, texture.tiles, R))
+        texture, used, sides = textures[model_name, R]
         with torch.no_grad():
             atlas = texture(albedo[None])[0]
         seams = seam_colour_difference(atlas, sides).numpy()

@@ -8,7 +8,8 @@ file                    content
 ``uv_albedo.png``       final UV albedo (stage 3 at the detail generator's
                         resolution, 512; stage 2 when stage 3 did not run; the
                         unwrapped photo texture with ``--stages 1``), padded past
-                        the edges of its UV islands
+                        the edges of its UV islands, the skin's grain added where it is
+                        flatter than skin
 ``uv_albedo_head.png``  the rest of the head (scalp, back of head and neck: the
                         ICT UV tile [1, 2]), continued from the face
                         (:class:`models.head_texture.HeadTexture`); not written for

@@ -17,7 +17,8 @@ both tiles side by side, (3, R, 2R):
   local colour), so that the colour matches across the border and changes
   smoothly over the scalp, plus the skin's fine grain (isotropic random-phase
   noise with the spectrum of the high-frequency band of the cleanest of a
-  forehead and two cheek patches) so that no texel is flat fill. The scalp is textured as skin: hair is not modelled.
+  forehead and two cheek patches) so that no texel is flat fill. The scalp
+  is textured as skin: hair is not modelled.
 
 A face model without a second tile (head triangles textured by the face
 tile) gets the face tile alone.
