@@ -18,6 +18,9 @@ smoothly from there where it holds only its mean (push-pull): a model built
 from photo unwraps has in its mean there the hair, background and the holes
 of the features that its maps had.
 
+Photos of one person (``batch.groups``) share one set of coefficients, each
+keeping its own light.
+
 The coefficients start from the projection of the unwrapped photo texture
 onto the model (confidence-weighted least squares with the prior), which is
 already close; the reference starts from zero.
@@ -90,19 +93,20 @@ class AlbedoFitter:
             vertices = p.posed(model).vertices
             normals = model.vertex_normals(vertices)
         self.renderer.invalidate()
-        coeffs = self.initial_coefficients(state.unwrapped, len(batch)).detach().clone().requires_grad_()
+        groups = batch.photo_groups  # one set of coefficients per person (G, 3K), one light per photo
+        coeffs = groups.mean(self.initial_coefficients(state.unwrapped, len(batch))).detach().requires_grad_()
         gamma = p.gamma.clone().requires_grad_()
         light_colour = sh_light_colour(p.gamma)
 
         std_units = self.uvapm.coefficient_units == "std"
 
         def closure():
-            albedo = self.uvapm(coeffs).clamp(0, 1)
+            albedo = self.uvapm(groups.expand(coeffs)).clamp(0, 1)
             render = self.renderer(vertices, albedo, gamma, normals=normals)
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             terms = {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
-                "prior": (cfg.w_prior if std_units else 0.0) * self.uvapm.prior(coeffs),
+                "prior": (cfg.w_prior if std_units else 0.0) * self.uvapm.prior(groups.expand(coeffs)),
                 "gamma_mono": cfg.w_gamma_mono * lighting_monochrome_loss(gamma, light_colour),
             }
             if nets.arcface is not None or nets.vgg is not None:
@@ -118,7 +122,7 @@ class AlbedoFitter:
         lr = cfg.lr_albedo if std_units else cfg.lr_albedo_raw
         history = minimize({"albedo": (coeffs, lr), "gamma": (gamma, cfg.lr_gamma)}, closure, cfg.optim,
                            self.progress.track(self.name, cfg.optim.steps))
-        p.albedo, p.gamma = coeffs.detach(), gamma.detach()
+        p.albedo, p.gamma = groups.expand(coeffs.detach()), gamma.detach()
         with torch.no_grad():
             albedo_map = push_pull_fill(self.uvapm(p.albedo).clamp(0, 1), self.support.expand(len(batch), -1, -1, -1))
         return state.updated(params=p, albedo_maps={self.name: albedo_map}, histories={self.name: history})

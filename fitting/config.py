@@ -343,6 +343,11 @@ class FittingConfig:
         detail_crop_size: side of the crop re-warped from the photo for
             unwrapping and the detail stage.
         overwrite: redo faces (and their preprocessing) that are already complete.
+        group_by: which photos show one person, fitted jointly (one identity and
+            albedo, a pose, expression and light per photo; :mod:`fitting.groups`):
+            ``none`` (every photo its own), ``folder`` (each subfolder of the input
+            folder is one person; photos directly in it stay single) or ``all``
+            (every photo of the input folder is one person).
     """
 
     face_model: str = "ict"
@@ -359,6 +364,7 @@ class FittingConfig:
     use_vgg: bool = True
     detail_crop_size: int = 512
     overwrite: bool = False
+    group_by: str = "none"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     shape: ShapeFitConfig = field(default_factory=ShapeFitConfig)
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)

@@ -22,7 +22,9 @@ texels count with their mirror's, see :mod:`fitting.unwrap`): no seam where
 the view ends, no flat fill, any generator. With ``high``: only its
 high-frequency detail, in place of the generated detail (generators whose
 combination is additive; the paper's HSV replacement has no such split).
-What a generator offers is asked through the
+Photos of one person (``batch.groups``) share one latent (their unwrapped
+textures are already one, :func:`fitting.unwrap.fuse_unwrapped`). What a
+generator offers is asked through the
 :class:`~models.detail_generator.DetailGenerator` protocol, never its class.
 """
 
@@ -116,18 +118,19 @@ class DetailFitter:
             vertices = p.posed(model).vertices
             normals = model.vertex_normals(vertices)
         self.renderer.invalidate()
-        latent = self._initial_latent(state.unwrapped, len(batch), image.device).clone().requires_grad_()
+        groups = batch.photo_groups  # one latent per person
+        latent = groups.mean(self._initial_latent(state.unwrapped, len(batch), image.device)).detach().requires_grad_()
         target_high = gaussian_high_pass(image, cfg.high_pass_sigma)
 
         def closure():
-            albedo = gen.combine(coarse, gen.decode(latent))
+            albedo = gen.combine(coarse, gen.decode(groups.expand(latent)))
             render = self.renderer(vertices, albedo, p.gamma, normals=normals)
             mask = fit_mask(render.mask, skin_mask, parse_mask)
             terms = {
                 "photo": cfg.w_photo * photometric_loss(render.image, image, mask),
                 "high_freq": cfg.w_high_freq * photometric_loss(gaussian_high_pass(render.image, cfg.high_pass_sigma),
                                                                 target_high, mask),
-                "prior": cfg.w_prior * gaussian_prior(latent) / latent.shape[-1],
+                "prior": cfg.w_prior * gaussian_prior(groups.expand(latent)) / latent.shape[-1],
             }
             if self.networks.vgg is not None:
                 terms["perceptual"] = cfg.w_perceptual * perceptual_loss(self.networks.vgg, render.image, image,
@@ -136,7 +139,7 @@ class DetailFitter:
 
         history = minimize({"latent": (latent, cfg.lr_latent)}, closure, cfg.optim,
                            self.progress.track(self.name, cfg.optim.steps))
-        p.detail = latent.detach()
+        p.detail = groups.expand(latent.detach())
         with torch.no_grad():
             generated_detail = gen.decode(p.detail)
             final = self._observed_blend(coarse, generated_detail, state.unwrapped)

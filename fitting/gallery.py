@@ -1,4 +1,4 @@
-"""``index.html``: a gallery of every face of a run that opens from disk."""
+"""``index.html``: a gallery of every face (or person fitted from several photos) of a run that opens from disk."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; }
 td, th { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; font-size: 13px; }
-img.summary { height: 110px; } img.uv { height: 110px; }
+img.summary { height: 110px; } img.uv { height: 110px; } img.photo { height: 80px; margin-right: 2px; }
 .failed { background: #fde8e8; }
 """
 
@@ -47,11 +47,15 @@ def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, 
             for value in _numbers(metrics)
         )
         seconds = sum(metrics.get("seconds", {}).values())
+        photos = "".join(  # a person fitted from several photos: each photo's render
+            f'<a href="{link}/photos/{html.escape(p)}/summary.png"><img class="photo" '
+            f'src="{link}/photos/{html.escape(p)}/render.png" title="{html.escape(p)}" loading="lazy"></a>'
+            for p in metrics.get("photos", [])) or "-"
         rows.append(
             f'<tr><td><a href="{link}/">{link}</a></td>'
             f'<td><a href="{link}/summary.png"><img class="summary" src="{link}/summary.png" loading="lazy"></a></td>'
             f'<td><a href="{link}/uv_albedo.png"><img class="uv" src="{link}/uv_albedo.png" loading="lazy"></a></td>'
-            f"{cells}<td>{seconds:.1f}</td></tr>"
+            f"<td>{photos}</td>{cells}<td>{seconds:.1f}</td></tr>"
         )
     header = "".join(f"<th>{label}</th>" for label in _COLUMNS)
     failed = "".join(
@@ -68,7 +72,7 @@ Reliable share: the share of the rendered face the colour fit trusted (skin and 
 glasses, hair, hands or shadows covered the face.
 Skin ITA (individual typology angle, degrees; above 55 very light, below -30 dark) and L* of the photo's skin pixels
 and of the albedo's seen texels: an albedo tone that follows the scene's light instead of the skin shows here.</p>
-<table><tr><th>face</th><th>summary</th><th>UV albedo</th>{header}<th>seconds</th></tr>
+<table><tr><th>face</th><th>summary</th><th>UV albedo</th><th>photos (a person fitted jointly)</th>{header}<th>seconds</th></tr>
 {''.join(rows)}
 </table>
 <h2>Failures</h2>

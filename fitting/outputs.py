@@ -42,11 +42,20 @@ file                    content
                         per stage, networks used;
                         written last, so its presence means the face is complete
 ======================  ===========================================================
+
+A joint fit of several photos of one person (``group_by``) writes the same
+files into ``<output_dir>/<person>/`` (the albedo maps and neutral mesh shared
+by the photos; ``mesh.obj``, ``coeffs``, ``render.png`` and ``summary.png`` of
+its first photo; ``metrics.json`` with the list of ``photos``) and, for each
+photo, ``photos/<photo>/``: ``coeffs.pt``/``.json`` (its pose, expression and
+light with the shared identity and albedo), ``render.png``, ``summary.png``,
+``loss.png``, ``log.txt`` and ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -65,7 +74,7 @@ from .config import OutputConfig
 from .preprocess.alignment import opencv_affine
 from .structures import FaceResult
 
-__all__ = ["FINAL_OUTPUT", "write_face_outputs", "write_mesh"]
+__all__ = ["FINAL_OUTPUT", "write_face_outputs", "write_photo_outputs", "write_person_outputs", "write_mesh"]
 
 #: Written last; a face whose folder has it is complete.
 FINAL_OUTPUT = "metrics.json"
@@ -216,8 +225,17 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
     write_mesh(folder / "mesh_neutral.obj", neutral, face_model, "mesh.mtl")
     if outputs.glb:
         _glb(folder / "mesh.obj", folder / "mesh.glb")
+    write_photo_outputs(folder, result, face_model, log_lines, run_info, uv)
 
-    save_torch(folder / "coeffs.pt", {**{k: v.cpu() for k, v in p.to_dict().items()},
+
+def write_photo_outputs(folder: Path, result: FaceResult, face_model: FaceModel, log_lines: list[str],
+                        run_info: dict, uv: torch.Tensor | None = None) -> None:
+    """The outputs of one photo's fit: ``coeffs.pt``/``.json``, ``render.png``, ``summary.png`` (its last panel
+    ``uv``, default the final albedo map), ``loss.png``, ``log.txt`` and ``metrics.json`` (last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if uv is None:
+        uv = result.albedo_maps.get(result.final_stage, result.uv_texture)
+    save_torch(folder / "coeffs.pt", {**{k: v.cpu() for k, v in result.params.to_dict().items()},
                                       **_landmarks_px(result), "face_model": face_model.name})
     write_json(folder / "coeffs.json", _params_json(result, face_model))
     write_image(folder / "render.png", _render_on_photo(result))
@@ -228,8 +246,24 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
                for k, v in result.metrics.items()}
     write_json(folder / FINAL_OUTPUT, {
         "name": result.name,
-        "source": result.face.info.source,
+        "source": result.face.info.source if result.face is not None else "",
         **metrics,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         **run_info,
     })
+
+
+def write_person_outputs(folder: Path, person: str, results: list[FaceResult], face_model: FaceModel,
+                         outputs: OutputConfig, log_lines: list[list[str]], run_info: dict) -> None:
+    """The outputs of a joint fit of one person's photos: ``folder`` has the layout of one face (the shared
+    albedo maps and neutral mesh; ``mesh.obj``, ``coeffs``, ``render.png`` and ``summary.png`` of the first
+    photo), ``photos/<photo>/`` each photo's :func:`write_photo_outputs` (its pose, expression, light and
+    render), and ``metrics.json`` lists the photos; written last. ``log_lines``: each photo's log lines."""
+    for result, lines in zip(results, log_lines):
+        write_photo_outputs(folder / "photos" / result.name, result, face_model, lines, run_info)
+    first = results[0]
+    seconds = {k: sum(r.seconds.get(k, 0.0) for r in results) for k in first.seconds}
+    person_result = replace(first, name=person, seconds=seconds)
+    all_lines = list(dict.fromkeys(line for lines in log_lines for line in lines))
+    write_face_outputs(folder, person_result, face_model, outputs, all_lines,
+                       {**run_info, "photos": [r.name for r in results]})

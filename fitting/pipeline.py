@@ -174,9 +174,10 @@ class Pipeline:
             if hasattr(stage, "progress"):
                 stage.progress = progress
 
-    def batch(self, names: list[str], faces, photos) -> FaceBatch:
-        """The :class:`~fitting.structures.FaceBatch` of processed faces and their photos, on the device."""
-        return FaceBatch.from_faces(names, faces, photos, self.config.detail_crop_size, self.device)
+    def batch(self, names: list[str], faces, photos, groups: list[int] | None = None) -> FaceBatch:
+        """The :class:`~fitting.structures.FaceBatch` of processed faces and their photos, on the device;
+        ``groups``: the person of each face, for a joint fit of several photos of one person."""
+        return FaceBatch.from_faces(names, faces, photos, self.config.detail_crop_size, self.device, groups)
 
     def run(self, batch: FaceBatch, on_stage: Callable[[str], None] = lambda name: None) -> list[FaceResult]:
         """Fit a batch; ``on_stage(name)`` is called as each stage starts. Returns one result per face."""

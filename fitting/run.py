@@ -37,7 +37,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fitting.yaml
 #: command-line attribute -> config key
 FLAGS = {"checkpoints_dir": "checkpoints_dir", "face_model": "face_model", "uvapm": "uvapm",
          "detail_model": "detail_model", "device": "device", "batch_size": "batch_size", "stages": "stages",
-         "seed": "seed", "all_faces": "preprocess.all_faces", "uv_1024": "outputs.uv_1024", "overwrite": "overwrite"}
+         "seed": "seed", "all_faces": "preprocess.all_faces", "uv_1024": "outputs.uv_1024", "overwrite": "overwrite",
+         "group_by": "group_by"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help=default_help("cpu, cuda, cuda:N or auto", defaults.device))
     parser.add_argument("--batch_size", type=int, help=default_help("faces optimised together", defaults.batch_size))
     parser.add_argument("--stages", help=default_help("stages to run: 1,2,3 | 1,2 | 1", defaults.stages))
+    parser.add_argument("--group_by", choices=("none", "folder", "all"),
+                        help=default_help("photos of one person fitted jointly (one shape and albedo): none; folder "
+                                          "(a subfolder per person); all (the whole folder is one person)",
+                                          defaults.group_by))
     parser.add_argument("--all_faces", action="store_true", default=None, help="every face of each photo")
     parser.add_argument("--uv_1024", action="store_true", default=None, help="also write uv_albedo_1024.png")
     parser.add_argument("--seed", type=int, help=default_help("random seed", defaults.seed))

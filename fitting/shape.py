@@ -16,6 +16,9 @@
    the proxy takes the skin's share and the light the rest (the render is
    unchanged), so the unwrapping and stage 2 start from a light that
    carries the scene's colour cast (the default prior splits colour only).
+4. Photos of one person (``batch.groups``, :mod:`fitting.groups`) share one
+   identity: the mean of their landmark fits, refined against all of them;
+   pose, expression, light and proxy stay per photo.
 """
 
 from __future__ import annotations
@@ -139,6 +142,9 @@ class ShapeFitter:
         init = self.initialiser(image) if self.initialiser is not None else None
         targets = LandmarkTargets.from_batch(batch)
         params, log = self.landmark_fitter.fit(targets, init)
+        groups = batch.photo_groups
+        if not groups.trivial:  # one identity per person: the mean of its photos' landmark fits, refined jointly
+            params.identity = groups.expand(groups.mean(params.identity))
         cfg = self.config.refine
         B = image.shape[0]
         proxy = skin_colour(image, batch.skin_mask)[:, :, None, None] / AMBIENT_SHADING  # undo the ambient shading
@@ -184,8 +190,10 @@ class ShapeFitter:
         landmarks, weights = fitter.all_targets(targets), log["weights"].detach()
         rows = torch.arange(image.shape[0], device=image.device)[:, None, None]
         p = params.detach()
+        groups = batch.photo_groups
+        identity = groups.mean(p.identity)  # (G, Ki): shared by a person's photos
         tensors = {
-            "identity": (p.identity.requires_grad_(), cfg.lr_identity),
+            "identity": (identity.requires_grad_(), cfg.lr_identity),
             "expression": (p.expression.requires_grad_(), cfg.lr_expression),
             "angles": (p.angles.requires_grad_(), cfg.lr_angles),
             "translation": (p.translation.requires_grad_(), cfg.lr_translation_m / model.metres_per_unit),
@@ -196,6 +204,7 @@ class ShapeFitter:
         lower, upper = model.exp_bounds
 
         def closure():
+            p.identity = groups.expand(identity)
             out = replace(p, expression=p.expression.clamp(lower, upper)).posed(model)
             normals = model.vertex_normals(out.vertices)
             render = self.renderer(out.vertices, self.proxy_map(proxy), p.gamma, normals=normals)
@@ -212,4 +221,5 @@ class ShapeFitter:
         history = minimize(tensors, closure, cfg.optim, self.progress.track(self.name, cfg.optim.steps))
         with torch.no_grad():
             p.expression.clamp_(lower, upper)
+            p.identity = groups.expand(identity)
         return p.detach(), proxy.detach(), history

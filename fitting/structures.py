@@ -29,6 +29,7 @@ from utils.atomic import save_torch
 from utils.errors import FileFormatError
 from utils.safe_load import load_torch
 
+from .groups import PhotoGroups
 from .params import FaceParams
 from .preprocess.alignment import CROP_SIZE, warp_to_crop
 from .preprocess.facemesh import NUM_POINTS
@@ -187,6 +188,8 @@ class FaceBatch:
             the detail resolution D (the crop upsampled when the photo is missing).
         faces: the processed faces (None for batches built from tensors).
         photos: each face's photo as (H, W, 3) uint8, or None.
+        groups: (B,) the person each photo shows, for a joint fit of several photos of one person
+            (:mod:`fitting.groups`); None: every photo is its own person.
     """
 
     names: list[str]
@@ -199,9 +202,15 @@ class FaceBatch:
     dense_valid: torch.Tensor
     faces: list[ProcessedFace] | None = None
     photos: list[np.ndarray | None] | None = None
+    groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def photo_groups(self) -> PhotoGroups:
+        """Which photos show the same person (one person per photo without ``groups``)."""
+        return PhotoGroups.of(self.groups, len(self), self.image.device)
 
     @property
     def device(self) -> torch.device:
@@ -209,8 +218,10 @@ class FaceBatch:
 
     @classmethod
     def from_faces(cls, names: list[str], faces: list[ProcessedFace], photos: list[np.ndarray | None],
-                   detail_size: int, device: torch.device | str = "cpu") -> FaceBatch:
-        """Stack processed faces; ``detail_image`` is each photo re-warped at ``detail_size``."""
+                   detail_size: int, device: torch.device | str = "cpu",
+                   groups: list[int] | None = None) -> FaceBatch:
+        """Stack processed faces; ``detail_image`` is each photo re-warped at ``detail_size``; ``groups``: the
+        person of each face for a joint fit (None: one person per face)."""
         stack = lambda key: torch.cat([getattr(f, key) for f in faces]).to(device)  # noqa: E731
         image = stack("image")
         crops = []
@@ -222,17 +233,19 @@ class FaceBatch:
             warped = warp_to_crop(photo, transform, detail_size)
             crops.append(torch.from_numpy(warped).permute(2, 0, 1).float().div(255.0).to(device))
         return cls(list(names), image, stack("landmarks"), stack("skin_mask"), stack("parse_mask"),
-                   torch.stack(crops), stack("dense_landmarks"), stack("dense_valid"), list(faces), list(photos))
+                   torch.stack(crops), stack("dense_landmarks"), stack("dense_valid"), list(faces), list(photos),
+                   None if groups is None else torch.as_tensor(groups, device=device).long())
 
     @classmethod
     def from_tensors(cls, image: torch.Tensor, landmarks: torch.Tensor, skin_mask: torch.Tensor,
                      parse_mask: torch.Tensor | None = None, detail_image: torch.Tensor | None = None,
                      detail_size: int = 512, names: list[str] | None = None,
-                     dense_landmarks: torch.Tensor | None = None) -> FaceBatch:
+                     dense_landmarks: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> FaceBatch:
         """A batch of synthetic or already-stacked inputs (no processed files or photos).
 
         ``parse_mask`` defaults to ones, ``detail_image`` to ``image`` upsampled
-        to ``detail_size``; without ``dense_landmarks`` (B, 478, 3) the faces have none.
+        to ``detail_size``; without ``dense_landmarks`` (B, 478, 3) the faces have none; ``groups`` (B,): the
+        person of each face (None: one per face).
         """
         B = image.shape[0]
         parse_mask = torch.ones_like(skin_mask) if parse_mask is None else parse_mask
@@ -242,7 +255,7 @@ class FaceBatch:
         if dense_landmarks is None:
             dense_landmarks = image.new_zeros(B, NUM_POINTS, 3)
         return cls(names or [f"face{b}" for b in range(B)], image, landmarks, skin_mask, parse_mask, detail_image,
-                   dense_landmarks, valid)
+                   dense_landmarks, valid, groups=groups)
 
 
 @dataclass

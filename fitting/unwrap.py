@@ -20,11 +20,16 @@ seen, and the rest by a smooth push-pull inpainting; the raw texture and
 its confidence are kept beside the filled texture. This is
 how UV albedo datasets are built from photo folders (FFHQ-UV's step 4 does
 the same from three synthetic views).
+
+Several photos of one person (``batch.groups``) give one texture
+(:func:`fuse_unwrapped`): each photo's brought to the person's colour, then
+averaged by confidence before the mirroring and inpainting, so what one photo
+hides another fills, and each photo's light takes its colour difference.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,16 +39,17 @@ from models.config import RenderSettings
 from models.face_model import FaceModel
 from models.filters import push_pull_fill
 from models.renderer import Renderer
-from models.shading import sh_shading
+from models.shading import scale_light_colour, sh_shading
 from models.uv_layout import UVLayout
 from utils.config import ConfigError
 
 from .config import UnwrapConfig
+from .groups import PhotoGroups
 from .params import FaceParams
 from .structures import FaceBatch, FitState
 
-__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "sample_image",
-           "outlier_reliability"]
+__all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "completed", "fuse_unwrapped",
+           "sample_image", "outlier_reliability"]
 
 #: Values of :attr:`~fitting.config.UnwrapConfig.mask`.
 UNWRAP_MASKS = ("parse", "skin")
@@ -185,13 +191,48 @@ def unwrap_texture(
         flat_normals = texel_normals.permute(0, 2, 3, 1).reshape(B, R * R, 3)
         shading = sh_shading(flat_normals, params.gamma).view(B, R, R, 3).permute(0, 3, 1, 2)
         texture = (colour / shading.clamp_min(cfg.min_shading)).clamp(0, 1) * (confidence > 0)
+    return completed(texture, confidence, layout, cfg)
 
+
+def completed(texture: torch.Tensor, confidence: torch.Tensor, layout: UVLayout,
+              config: UnwrapConfig | None = None) -> UnwrapResult:
+    """A seen texture (B, 3, R, R) and its confidence (B, 1, R, R) completed: mirrored across the face's
+    symmetry where the other side was seen (weight ``mirror_weight``), push-pull inpainted elsewhere."""
+    cfg = config or UnwrapConfig()
+    with torch.no_grad():
         mirror_texture, mirror_conf = layout.mirrored(texture), layout.mirrored(confidence) * cfg.mirror_weight
         weight = confidence + (1 - confidence) * mirror_conf
         blended = (confidence * texture + (1 - confidence) * mirror_conf * mirror_texture) / weight.clamp_min(1e-6)
         filled = push_pull_fill(blended, weight.clamp(0, 1))
         coverage = (confidence * layout.mask).flatten(1).sum(1) / layout.mask.sum()
     return UnwrapResult(texture, confidence, filled, weight * layout.mask, coverage)
+
+
+def fuse_unwrapped(unwrapped: UnwrapResult, groups: PhotoGroups, layout: UVLayout,
+                   config: UnwrapConfig | None = None) -> tuple[UnwrapResult, torch.Tensor]:
+    """One texture per person from the unwrapped textures of its photos, each photo's row taking it.
+
+    Each photo's de-lit texture is first brought to the person's colour (one gain per channel: its
+    confidence-weighted mean colour over the person's, what differs between photos being their lights), then
+    the textures are averaged by confidence; a texel's fused confidence is ``1 - prod(1 - c_i)`` (seen by any
+    photo), and the result is completed as one photo's (:func:`completed`).
+
+    Returns:
+        The fused result (B rows, equal within a person) and the gains (B, 3) applied to each photo's texture
+        (its light is to be divided by them to render the photo unchanged).
+    """
+    texture, confidence = unwrapped.texture, unwrapped.confidence
+    seen_colour = (confidence * texture).flatten(2).sum(2) / confidence.flatten(2).sum(2).clamp_min(1e-6)  # (B, 3)
+    seen_amount = confidence.flatten(1).sum(1)
+    gain = groups.expand(groups.mean(seen_colour, seen_amount)) / seen_colour.clamp_min(1e-6)
+    balanced = (texture * gain[:, :, None, None]).clamp(0, 1)
+    fused_texture = groups.mean(confidence * balanced) / groups.mean(confidence).clamp_min(1e-6)
+    fused_confidence = torch.stack([1 - (1 - confidence[groups.members(g)]).prod(0)
+                                    for g in range(groups.num_groups)])
+    fused = completed(fused_texture * (fused_confidence > 0), fused_confidence, layout, config)
+    rows = UnwrapResult(*(groups.expand(t) for t in (fused.texture, fused.confidence, fused.filled,
+                                                     fused.filled_confidence, fused.coverage)))
+    return rows, gain
 
 
 class Unwrapper:
@@ -222,4 +263,9 @@ class Unwrapper:
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
         mask = batch.parse_mask if self.config.mask == "parse" else batch.skin_mask
         unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, mask, self.layout, self.config)
-        return state.updated(unwrapped=unwrapped)
+        groups = batch.photo_groups
+        if groups.trivial:
+            return state.updated(unwrapped=unwrapped)
+        unwrapped, gain = fuse_unwrapped(unwrapped, groups, self.layout, self.config)
+        params = replace(state.params, gamma=scale_light_colour(state.params.gamma, 1.0 / gain))
+        return state.updated(unwrapped=unwrapped, params=params)
