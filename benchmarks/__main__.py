@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick]``: the benchmarks in turn (landmarks, synthetic truth, real photos, light, speed).
+"""``python -m benchmarks [--quick]``: the benchmarks in turn (landmarks, synthetic truth, real photos, light,
+texture asset, several photos of one person, speed).
 
 Each runs in its own process (so its peak memory is its own) and writes
 its table to ``benchmarks/results/`` (see its module); the shared options
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("landmarks", "synthetic_gt", "real_photos", "light_invariance", "texture_asset", "speed")
+BENCHMARKS = ("landmarks", "synthetic_gt", "real_photos", "light_invariance", "texture_asset", "multi_photo",
+              "speed")
 
 
 def main(argv=None) -> int:

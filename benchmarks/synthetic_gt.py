@@ -425,18 +425,19 @@ class SceneMaker:
         return self.albedo_maps[rng.integers(len(self.albedo_maps))][None]
 
     def make(self, level: str, index: int, light_colour: tuple[float, float, float] | None = None,
-             occluders: bool = False) -> tuple[str, np.ndarray, ProcessedFace | None, GroundTruth]:
+             occluders: bool = False, yaw_deg: float | None = None, light: torch.Tensor | None = None
+             ) -> tuple[str, np.ndarray, ProcessedFace | None, GroundTruth]:
         """Face ``index`` of a difficulty level: its name, photo, processed face (None when no face is found)
-        and truth (landmarks in the processed crop's pixels); ``light_colour`` tints the whole light and
-        ``occluders`` draws glasses and hair over the face (:func:`draw_occluders`; the face, pose, background
-        and noise stay the same)."""
+        and truth (landmarks in the processed crop's pixels); ``light_colour`` tints the whole light,
+        ``occluders`` draws glasses and hair over the face (:func:`draw_occluders`), ``yaw_deg`` turns the head
+        and ``light`` (1, 27) replaces the SH light (the face, background and noise stay the same)."""
         difficulty = DIFFICULTIES[level]
         rng = np.random.default_rng([self.seed, list(DIFFICULTIES).index(level), index])
         synthetic = make_synthetic_faces(
             self.face_model, 1, seed=int(rng.integers(2**31)), max_yaw_deg=difficulty.max_yaw_deg,
             max_pitch_deg=difficulty.max_pitch_deg, light_strength=difficulty.light_strength,
             albedo_map=self._albedo(rng), background=self._background(rng), image_size=PHOTO_SIZE, head=True,
-            light_colour=light_colour, eyes=True,
+            light_colour=light_colour, eyes=True, yaw_deg=yaw_deg, light=light,
         )
         clean = synthetic.image[0].permute(1, 2, 0).numpy()
         if occluders:

@@ -12,9 +12,10 @@ module                      job
 :mod:`fitting.albedo`       stage 2: coarse albedo from the UV albedo model
 :mod:`fitting.detail`       stage 3: detail from the detail generator
 :mod:`fitting.evaluation`   re-render metrics of every stage
+:mod:`fitting.groups`       several photos of one person: what the stages share per person
 :mod:`fitting.pipeline`     ``Pipeline``: the models, the list of stages, a batch through them
 :mod:`fitting.runner`       a folder: preprocessing, batches, resume, torchrun, outputs, gallery
-:mod:`fitting.outputs`      the files of one face (``fitting.gallery``: ``index.html``)
+:mod:`fitting.outputs`      the files of one face or person (``fitting.gallery``: ``index.html``)
 :mod:`fitting.run`          the command (``run_rgb_fitting.sh``)
 :mod:`fitting.views`        renders of a reconstruction (``render_3d_face.py``)
 ==========================  =====================================================================

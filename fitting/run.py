@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         input_dir = Path(args.input_dir)
         if not input_dir.is_dir():
             raise ToolkitError(f"{input_dir}: input folder not found")
-        if not list_images(input_dir):
+        if not list_images(input_dir, recursive=config.group_by == "folder"):
             raise ToolkitError(f"{input_dir}: no images in the input folder ({' '.join(IMAGE_EXTENSIONS)})")
         output_dir = Path(args.output_dir) if args.output_dir else input_dir / "outputs"
         from .runner import run_folder

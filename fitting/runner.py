@@ -159,7 +159,10 @@ def _run_info(pipeline: Pipeline, config: FittingConfig) -> dict:
 
 def _preprocess(input_dir: Path, processed_dir: Path, config: FittingConfig, progress: bool) -> list[tuple[str, str]]:
     """The "process data" step (with ``group_by: folder`` also of every subfolder into its own); failures."""
-    failures = preprocess_folder(input_dir, processed_dir, config.preprocess, progress=progress).failures
+    failures: list[tuple[str, str]] = []
+    if config.group_by != "folder" or list_images(input_dir):
+        failures = preprocess_folder(input_dir, processed_dir, config.preprocess, progress=progress).failures
+    processed_dir.mkdir(parents=True, exist_ok=True)
     if config.group_by == "folder":
         for folder in sorted(p for p in input_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
                              and p.resolve() != processed_dir.parent.resolve()):

@@ -73,6 +73,7 @@ def make_synthetic_faces(
     light: torch.Tensor | None = None,
     light_colour: tuple[float, float, float] | None = None,
     eyes: bool = False,
+    yaw_deg: float | None = None,
 ) -> SyntheticFaces:
     """Render ``batch`` random faces with known parameters (seeded).
 
@@ -89,7 +90,8 @@ def make_synthetic_faces(
     the same as without it). ``light_colour`` (R, G, B) then multiplies the
     whole light, its ambient part included: a coloured or dimmer scene.
     ``eyes`` fills the face model's eye openings with stand-in eyes
-    (:func:`draw_eyes`), lit by the same light.
+    (:func:`draw_eyes`), lit by the same light. ``yaw_deg`` replaces the drawn
+    yaw (the rest of the face stays the same: one person seen from another side).
     """
     g = torch.Generator().manual_seed(seed)
     device = face_model.mean_shape.device
@@ -109,6 +111,8 @@ def make_synthetic_faces(
     else:
         low, high = yaw_range_deg
         yaw = torch.sign(side) * (low + (high - low) * side.abs()) * deg
+    if yaw_deg is not None:
+        yaw = torch.full_like(yaw, yaw_deg * deg)
     angles = torch.stack([pitch, yaw, (torch.rand(batch, generator=g) * 2 - 1) * 5 * deg], 1)
     translation = torch.randn(batch, 3, generator=g) * torch.tensor([0.01, 0.01, 0.03]) / face_model.metres_per_unit
     gamma = torch.randn(batch, 27, generator=g) * light_jitter  # includes per-channel colour differences

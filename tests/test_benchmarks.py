@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import common, landmarks, light_invariance, real_photos, speed, synthetic_gt, texture_asset
+from benchmarks import (common, landmarks, light_invariance, multi_photo, real_photos, speed, synthetic_gt,
+                        texture_asset)
 from benchmarks.synthetic_gt import (
     Estimate,
     GroundTruth,
@@ -259,6 +260,23 @@ def test_texture_asset_quick(results_dir, faces_dir, tmp_path):
     assert face["fitted"] == 1 and summary["fitted"] == "1/1"
     assert 0 < face["seam_dE_median"] < 30 and face["seam_dE_p90"] >= face["seam_dE_median"]
     assert 0 <= face["flat_fill_share"] < 0.5 and face["seam_edges"] > 100
+    assert (sheets / "contact_sheet.png").is_file()
+
+
+@pytest.mark.slow
+def test_multi_photo_quick(results_dir, tmp_path):
+    """One synthetic person in four scenes and two real people, each fitted alone and jointly."""
+    sheets = tmp_path / "sheets"
+    assert multi_photo.main(["--quick", "-q", "--output_dir", str(tmp_path / "fit"), "--sheet_dir", str(sheets)]) == 0
+    rows = {r["method"]: r for r in _rows(results_dir, "multi_photo_quick")}
+    single, pair, four = (rows[k] for k in ("single photo (each of the 4 scenes)", "joint, 2 photos (scenes 0+1, 2+3)",
+                                            "joint, 4 photos"))
+    for row in (single, pair, four):
+        assert 5 < row["albedo PSNR seen (dB)"] < 40 and 0 < row["coverage"] <= 1
+    assert single["coverage"] < pair["coverage"] < four["coverage"]  # what one photo hides another shows
+    assert [rows[f"seconds per person, {n} photos"]["people"] for n in (2, 4, 8)] == [2, 1, 1]
+    real = rows["joint, 2 photos"]
+    assert real["people"] == 2 and real["coverage"] > rows["single photo"]["coverage"]
     assert (sheets / "contact_sheet.png").is_file()
 
 

@@ -103,3 +103,27 @@ def test_group_by_folder_fits_each_person_once(tmp_path, faces_dir, small_models
     index = (out / "index.html").read_text()
     assert 'href="pair/summary.png"' in index and "pair/photos/0097_deepface/render.png" in index
     assert Path(out / "failures.tsv").read_text() == "file\treason\n"
+
+
+def test_fit_units_per_grouping(tmp_path):
+    from fitting.runner import fit_units
+
+    processed = tmp_path / "processed_data"
+    for path in ("a.pt", "b.pt", "anna/1.pt", "anna/2.pt", "vis/a.png", "empty/x.png"):
+        (processed / path).parent.mkdir(parents=True, exist_ok=True)
+        (processed / path).write_bytes(b"")
+    none = fit_units(processed, "none", "photos")
+    assert [(u.name, [p.name for p in u.files], u.joint) for u in none] == [("a", ["a.pt"], False),
+                                                                           ("b", ["b.pt"], False)]
+    folder = fit_units(processed, "folder", "photos")
+    assert [(u.name, len(u.files), u.joint) for u in folder] == [("a", 1, False), ("anna", 2, True), ("b", 1, False)]
+    (everything,) = fit_units(processed, "all", "photos")
+    assert everything.name == "photos" and everything.joint and [p.name for p in everything.files] == ["a.pt", "b.pt"]
+
+
+def test_bad_group_by_is_a_usage_error(tmp_path, faces_dir, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "0003_d3dfr.jpg").symlink_to(faces_dir / "single" / "0003_d3dfr.jpg")
+    assert main(["--input_dir", str(photos), "--set", "group_by=people", "-q"]) == 2
+    assert "group_by" in capsys.readouterr().err
