@@ -33,6 +33,7 @@ Results: ``benchmarks/results/multi_photo[_quick].{json,md,csv}``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -217,10 +218,12 @@ def _real(args, argv) -> tuple[list[dict], list[dict]]:
             continue
         joint = json.loads(joint_path.read_text())
         single = [json.loads(s.read_text()) for s in singles]
+        pairs = list(itertools.combinations(single, 2))
         records.append({
             "person": person, "photos": " ".join(p.stem for p in photos),
-            "photos dE": float(np.linalg.norm(lab(single[0], "photo_skin") - lab(single[1], "photo_skin"))),
-            "single albedos dE": float(np.linalg.norm(lab(single[0], "albedo_skin") - lab(single[1], "albedo_skin"))),
+            "photos dE": float(np.mean([np.linalg.norm(lab(a, "photo_skin") - lab(b, "photo_skin")) for a, b in pairs])),
+            "single albedos dE": float(np.mean([np.linalg.norm(lab(a, "albedo_skin") - lab(b, "albedo_skin"))
+                                                for a, b in pairs])),
             "joint vs single dE": float(np.mean([np.linalg.norm(lab(joint, "albedo_skin") - lab(s, "albedo_skin"))
                                                  for s in single])),
             "coverage single": float(np.mean([s["unwrap_coverage"] for s in single])),

@@ -315,6 +315,10 @@ class OutputConfig:
     glb: bool = True
 
 
+#: Values of :attr:`FittingConfig.group_by`.
+GROUP_BY = ("none", "folder", "all")
+
+
 @dataclass
 class FittingConfig:
     """Everything ``run_rgb_fitting.sh`` / ``python -m fitting.run`` can set (``configs/fitting.yaml``).

@@ -58,10 +58,6 @@ class PhotoGroups:
         """The batch rows of person ``group``."""
         return torch.nonzero(self.index == group).flatten().tolist()
 
-    def first_rows(self) -> torch.Tensor:
-        """(G,) the first batch row of each person."""
-        return torch.stack([torch.nonzero(self.index == g)[0, 0] for g in range(self.num_groups)])
-
     def expand(self, per_group: torch.Tensor) -> torch.Tensor:
         """(G, ...) -> (B, ...): each photo takes its person's value."""
         return per_group[self.index]

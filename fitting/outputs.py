@@ -46,7 +46,8 @@ file                    content
 A joint fit of several photos of one person (``group_by``) writes the same
 files into ``<output_dir>/<person>/`` (the albedo maps and neutral mesh shared
 by the photos; ``mesh.obj``, ``coeffs``, ``render.png`` and ``summary.png`` of
-its first photo; ``metrics.json`` with the list of ``photos``) and, for each
+its first photo; ``metrics.json`` with the list of ``photos``, the fused
+texture's ``unwrap_coverage`` and the first photo's re-render numbers) and, for each
 photo, ``photos/<photo>/``: ``coeffs.pt``/``.json`` (its pose, expression and
 light with the shared identity and albedo), ``render.png``, ``summary.png``,
 ``loss.png``, ``log.txt`` and ``metrics.json``.

@@ -28,7 +28,7 @@ from utils.config import add_config_args, config_from_args
 from utils.errors import ToolkitError
 from utils.image_io import IMAGE_EXTENSIONS, list_images
 
-from .config import FittingConfig
+from .config import GROUP_BY, FittingConfig
 
 __all__ = ["main", "DEFAULT_CONFIG"]
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help=default_help("cpu, cuda, cuda:N or auto", defaults.device))
     parser.add_argument("--batch_size", type=int, help=default_help("faces optimised together", defaults.batch_size))
     parser.add_argument("--stages", help=default_help("stages to run: 1,2,3 | 1,2 | 1", defaults.stages))
-    parser.add_argument("--group_by", choices=("none", "folder", "all"),
+    parser.add_argument("--group_by", choices=GROUP_BY,
                         help=default_help("photos of one person fitted jointly (one shape and albedo): none; folder "
                                           "(a subfolder per person); all (the whole folder is one person)",
                                           defaults.group_by))

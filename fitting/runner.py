@@ -46,7 +46,7 @@ from utils.image_io import list_images, read_image
 from utils.locking import lock_for_job
 from utils.runtime import seed_everything
 
-from .config import FittingConfig
+from .config import GROUP_BY, FittingConfig
 from .gallery import write_gallery
 from .outputs import FINAL_OUTPUT, write_face_outputs, write_person_outputs
 from .pipeline import Pipeline
@@ -54,12 +54,9 @@ from .preprocess.folder import preprocess_folder
 from .progress import StepProgress, TqdmStepProgress
 from .structures import ProcessedFace
 
-__all__ = ["GROUP_BY", "FitUnit", "run_folder", "resolve_config", "fit_units"]
+__all__ = ["FitUnit", "run_folder", "resolve_config", "fit_units"]
 
 logger = logging.getLogger("uvapm.run")
-
-#: Values of :attr:`~fitting.config.FittingConfig.group_by`.
-GROUP_BY = ("none", "folder", "all")
 
 
 class _FaceLog(logging.Handler):
@@ -192,6 +189,11 @@ def fit_units(processed_dir: Path, group_by: str, person: str) -> list[FitUnit]:
     if group_by == "folder":
         units += [FitUnit(d.name, tuple(sorted(d.glob("*.pt"))), True) for d in sorted(processed_dir.iterdir())
                   if d.is_dir() and any(d.glob("*.pt"))]
+    names = [u.name for u in units]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ToolkitError(f"{processed_dir.parent}: {', '.join(clashes)} name both a photo and a person's folder; "
+                           "rename one")
     return sorted(units, key=lambda u: u.name)
 
 

@@ -14,6 +14,7 @@ from fitting.unwrap import UnwrapResult, fuse_unwrapped
 from models.uv_layout import UVLayout
 from testing.small_models import QUICK_OVERRIDES, write_small_models
 from tests.test_run import FACE_FILES
+from utils.errors import ToolkitError
 from utils.image_io import read_image
 from utils.safe_load import load_torch
 
@@ -23,7 +24,7 @@ PHOTO_FILES = ("coeffs.pt", "coeffs.json", "render.png", "summary.png", "loss.pn
 def test_groups_renumber_average_and_expand():
     groups = PhotoGroups.of(torch.tensor([7, 3, 7, 5]), 4)
     assert groups.index.tolist() == [0, 1, 0, 2] and groups.num_groups == 3 and not groups.trivial
-    assert groups.members(0) == [0, 2] and groups.first_rows().tolist() == [0, 1, 3]
+    assert groups.members(0) == [0, 2] and groups.members(2) == [3]
     values = torch.tensor([[1.0, 2.0], [5.0, 5.0], [3.0, 6.0], [0.0, 1.0]])
     assert groups.mean(values).tolist() == [[2.0, 4.0], [5.0, 5.0], [0.0, 1.0]]
     weighted = groups.mean(values, torch.tensor([3.0, 1.0, 1.0, 1.0]))
@@ -122,6 +123,9 @@ def test_fit_units_per_grouping(tmp_path):
     assert [(u.name, len(u.files), u.joint) for u in folder] == [("a", 1, False), ("anna", 2, True), ("b", 1, False)]
     (everything,) = fit_units(processed, "all", "photos")
     assert everything.name == "photos" and everything.joint and [p.name for p in everything.files] == ["a.pt", "b.pt"]
+    (processed / "anna.pt").write_bytes(b"")  # a photo named like a person's folder: one output folder for both
+    with pytest.raises(ToolkitError, match="anna"):
+        fit_units(processed, "folder", "photos")
 
 
 def test_bad_group_by_is_a_usage_error(tmp_path, faces_dir, capsys):
