@@ -22,6 +22,12 @@ order as in :mod:`benchmarks.real_photos`):
    (``benchmarks/bm_renderer.py``'s); the optional ArcFace/VGG terms are
    left out. Each fit runs once to warm up, then once timed; the last
    step's photometric loss shows it is the same fit.
+4. **Output resolution**: the first face through every stage and
+   :func:`fitting.outputs.write_face_outputs` (the files written), with the
+   final albedo at 512 texels (the default) and with ``--uv_1024`` (the map
+   at 1024 with the photo's detail, :mod:`fitting.high_resolution`), each
+   after a warm-up run; ``uv1024`` is that stage's time, ``other`` includes
+   writing the outputs.
 
 Peak memory: the peak resident set (``VmHWM`` of ``/proc/self/status``,
 reset before each measurement through ``/proc/self/clear_refs``; where that
@@ -53,6 +59,7 @@ import torch
 from assets import load_installed_face_model
 from fitting.albedo import AlbedoFitter
 from fitting.landmark_fit import LandmarkFitter
+from fitting.outputs import write_face_outputs
 from fitting.pipeline import Pipeline
 from fitting.preprocess.folder import preprocess_folder
 from fitting.structures import FaceBatch, FitState, ProcessedFace
@@ -74,9 +81,9 @@ __all__ = ["PeakMemory", "Pytorch3DRenderer", "main"]
 
 logger = logging.getLogger("uvapm.benchmarks")
 
-COLUMNS = ["experiment", "setting", "faces", "wall_s", "s_per_face", "stage1", "unwrap", "stage2", "stage3", "other",
-           "ms_per_step", "final_photo_loss", "peak_rss_mb", "peak_gpu_mb"]
-STAGES = ("stage1", "unwrap", "stage2", "stage3")
+COLUMNS = ["experiment", "setting", "faces", "wall_s", "s_per_face", "stage1", "unwrap", "stage2", "stage3", "uv1024",
+           "other", "ms_per_step", "final_photo_loss", "peak_rss_mb", "peak_gpu_mb"]
+STAGES = ("stage1", "unwrap", "stage2", "stage3", "uv1024")
 
 
 class PeakMemory:
@@ -249,6 +256,27 @@ def renderers(pipeline: Pipeline, face: tuple, result, steps: int, device, memor
     return rows
 
 
+def resolutions(config, face: tuple, work: Path, device, memory: PeakMemory) -> list[dict]:
+    """Experiment 4: one face through every stage and its outputs written, at 512 and with ``--uv_1024``."""
+    rows = []
+    for label, uv_1024 in (("final albedo 512 (default)", False), ("with --uv_1024", True)):
+        pipeline = Pipeline(replace(config, outputs=replace(config.outputs, uv_1024=uv_1024)), device)
+
+        def fit_and_write(pipeline=pipeline, folder=work / f"outputs_{int(uv_1024)}"):
+            seed_everything(config.seed)
+            result = pipeline.run(_batch(pipeline, [face]))[0]
+            write_face_outputs(folder, result, pipeline.face_model, pipeline.config.outputs, [], {})
+            return result
+
+        fit_and_write()  # warm-up
+        result, seconds, peak = _measure(device, memory, fit_and_write)
+        stage_seconds = {k: result.seconds[k] for k in STAGES if k in result.seconds}
+        rows.append({"experiment": "output resolution, all stages + outputs", "setting": label, "faces": 1,
+                     "wall_s": seconds, "s_per_face": seconds, **stage_seconds,
+                     "other": seconds - sum(stage_seconds.values()), **peak})
+    return rows
+
+
 def _sizes(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -291,6 +319,7 @@ def run(args, argv: list[str]) -> list[dict]:
         batch_rows, first = batches(pipeline, faces, batch_sizes, device, memory, config.seed)
         rows += batch_rows
         rows += renderers(pipeline, faces[0], first, steps, device, memory, config.seed)
+        rows += resolutions(config, faces[0], work, device, memory)
     name = "speed_quick" if args.quick else "speed"
     peak_note = ("peak resident memory per measurement (VmHWM reset before each)" if memory.resettable else
                  "peak resident memory of the process so far (getrusage; this system cannot reset it)")
@@ -300,7 +329,9 @@ def run(args, argv: list[str]) -> list[dict]:
         "pipeline's own timers, seconds per face; other: wall per face minus the stages, i.e. detail crops and the "
         "final re-renders with their metrics), after a warm-up face. stage-2 fit: the same fit with each renderer "
         "(photometric, prior and light terms; the optional ArcFace/VGG terms left out), timed after a warm-up fit; "
-        f"final_photo_loss: the last step's photometric term. {peak_note}. "
+        "final_photo_loss: the last step's photometric term. output resolution: the first face fitted and its "
+        "outputs written, at 512 and with --uv_1024, after a warm-up run each (other: outputs included). "
+        f"{peak_note}. "
         f"Device {device}; torch threads {torch.get_num_threads()}. {models.description}"
     )
     common.report(name, "Pipeline speed and memory", rows, COLUMNS,

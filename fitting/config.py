@@ -307,7 +307,8 @@ class OutputConfig:
     """What to write besides the standard outputs (:mod:`fitting.outputs`).
 
     Attributes:
-        uv_1024: also write ``uv_albedo_1024.png``.
+        uv_1024: also write ``uv_albedo_1024.png``, the final albedo at 1024 texels with
+            the photo's detail at that resolution (:mod:`fitting.high_resolution`).
         glb: also write ``mesh.glb`` (through trimesh).
     """
 

@@ -49,7 +49,7 @@ from .shape import fit_mask
 from .structures import FaceBatch, FitState
 from .unwrap import UnwrapResult
 
-__all__ = ["OBSERVED_BANDS", "DetailFitter"]
+__all__ = ["OBSERVED_BANDS", "DetailFitter", "balanced_to"]
 
 #: Values of :attr:`~fitting.config.DetailFitConfig.observed_band`.
 OBSERVED_BANDS = ("full", "high")

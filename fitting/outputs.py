@@ -14,7 +14,9 @@ file                    content
                         ICT UV tile [1, 2]), continued from the face
                         (:class:`models.head_texture.HeadTexture`); not written for
                         face models without that tile
-``uv_albedo_1024.png``  with ``outputs.uv_1024``: ``uv_albedo.png`` upsampled (bicubic)
+``uv_albedo_1024.png``  with ``outputs.uv_1024``: the final albedo at 1024 texels,
+                        ``uv_albedo.png`` enlarged plus the photo's detail above 512
+                        texels where it shows the face (:mod:`fitting.high_resolution`)
 ``uv_albedo_coarse.png``  stage-2 UVAPM albedo at the UVAPM resolution
 ``uv_unwrapped.png``    the photo's de-lit texture, completed by mirroring and inpainting
 ``uv_confidence.png``   per-texel trust in the unwrapped texture (white = seen head-on)
@@ -210,9 +212,11 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
     write_image(folder / "uv_albedo.png", _image(uv), text=layout)
     if atlas.shape[-1] > R:
         write_image(folder / "uv_albedo_head.png", _image(atlas[..., R:]), text=layout)
-    if outputs.uv_1024:
-        write_image(folder / "uv_albedo_1024.png",
-                    _image(F.interpolate(uv[None], size=1024, mode="bicubic", align_corners=False)[0]), text=layout)
+    if result.albedo_1024 is not None:
+        high = result.albedo_1024
+        with torch.no_grad():
+            high = head_texture_for(face_model, high.shape[-1]).to(high.device)(high[None])[0][..., :high.shape[-1]]
+        write_image(folder / "uv_albedo_1024.png", _image(high), text=layout)
     if "stage2" in maps:
         write_image(folder / "uv_albedo_coarse.png", _image(maps["stage2"]), text=layout)
     write_image(folder / "uv_unwrapped.png", _image(result.uv_texture), text=layout)

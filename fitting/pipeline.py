@@ -13,6 +13,7 @@ stage1    :class:`~fitting.shape.ShapeFitter`          parameters, fitted landma
 unwrap    :class:`~fitting.unwrap.Unwrapper`           the unwrapped photo texture
 stage2    :class:`~fitting.albedo.AlbedoFitter`        coarse UVAPM albedo, light
 stage3    :class:`~fitting.detail.DetailFitter`        albedo with detail
+uv1024    :class:`~fitting.high_resolution.HighResolutionAlbedo`  the albedo at 1024 (``--uv_1024``)
 evaluate  :class:`~fitting.evaluation.ReRenderEvaluation`  renders and metrics
 ========  ==========================================  ============================
 
@@ -42,6 +43,7 @@ from .albedo import AlbedoFitter
 from .config import FittingConfig
 from .detail import DetailFitter
 from .evaluation import ReRenderEvaluation
+from .high_resolution import HighResolutionAlbedo
 from .networks import deep3d_initial_params, load_optional_networks
 from .progress import StepProgress
 from .shape import ShapeFitter
@@ -160,6 +162,8 @@ class Pipeline:
             stages.append(AlbedoFitter(model, self.uvapm, self.networks, config.albedo))
             if self.detail_model is not None:
                 stages.append(DetailFitter(model, self.detail_model, self.networks, config.detail))
+        if config.outputs.uv_1024:
+            stages.append(HighResolutionAlbedo(model, config.unwrap))
         stages.append(ReRenderEvaluation(model, config.detail_crop_size))
         return stages
 

@@ -42,6 +42,7 @@ __all__ = [
     "FitState",
     "FaceResult",
     "Stage",
+    "photo_crops",
 ]
 
 #: Version of the processed-face file. Version 1 files (without dense landmarks) still load; others are refused.
@@ -224,17 +225,16 @@ class FaceBatch:
         person of each face for a joint fit (None: one person per face)."""
         stack = lambda key: torch.cat([getattr(f, key) for f in faces]).to(device)  # noqa: E731
         image = stack("image")
-        crops = []
-        for face, photo, crop in zip(faces, photos, image):
-            if photo is None:
-                crops.append(_resize(crop[None], detail_size, "bicubic")[0].clamp(0, 1))
-                continue
-            transform = face.transform[0].double().numpy() * (detail_size / image.shape[-1])
-            warped = warp_to_crop(photo, transform, detail_size)
-            crops.append(torch.from_numpy(warped).permute(2, 0, 1).float().div(255.0).to(device))
         return cls(list(names), image, stack("landmarks"), stack("skin_mask"), stack("parse_mask"),
-                   torch.stack(crops), stack("dense_landmarks"), stack("dense_valid"), list(faces), list(photos),
-                   None if groups is None else torch.as_tensor(groups, device=device).long())
+                   photo_crops(faces, photos, image, detail_size), stack("dense_landmarks"), stack("dense_valid"),
+                   list(faces), list(photos), None if groups is None else torch.as_tensor(groups, device=device).long())
+
+    def crops_at(self, size: int) -> torch.Tensor:
+        """(B, 3, size, size) the photos re-warped into the crop at ``size`` (``detail_image`` resized for
+        faces without a photo, and for batches built from tensors)."""
+        if self.faces is None or self.photos is None:
+            return _resize(self.detail_image, size, "bicubic").clamp(0, 1)
+        return photo_crops(self.faces, self.photos, self.image, size)
 
     @classmethod
     def from_tensors(cls, image: torch.Tensor, landmarks: torch.Tensor, skin_mask: torch.Tensor,
@@ -280,6 +280,8 @@ class FitState:
         render_mask: (B, 1, S, S) rendered face region.
         metrics: name -> (B,) numbers for ``metrics.json``.
         seconds: stage name -> seconds for the whole batch.
+        albedo_1024: (B, 3, 1024, 1024) the final albedo composed at 1024 texels from the photo at that
+            resolution (:mod:`fitting.high_resolution`; None unless that stage ran).
     """
 
     params: FaceParams | None = None
@@ -294,6 +296,7 @@ class FitState:
     render_mask: torch.Tensor | None = None
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    albedo_1024: torch.Tensor | None = None
 
     def updated(self, **changes) -> FitState:
         """A copy with ``changes``; dict fields given here are merged into the current ones."""
@@ -333,6 +336,7 @@ class FaceResult:
         histories: stage name -> per-step loss terms of this face.
         metrics: name -> float.
         seconds: stage name -> seconds (the batch's time divided by its size).
+        albedo_1024: (3, 1024, 1024) the final albedo at 1024 texels, or None.
     """
 
     name: str
@@ -349,6 +353,7 @@ class FaceResult:
     histories: dict[str, list]
     metrics: dict[str, float]
     seconds: dict[str, float]
+    albedo_1024: torch.Tensor | None = None
 
     @property
     def final_stage(self) -> str:
@@ -375,8 +380,24 @@ class FaceResult:
                 histories={k: [{n: v[b] for n, v in step.items()} for step in h] for k, h in state.histories.items()},
                 metrics={k: float(v[b]) for k, v in state.metrics.items()},
                 seconds={k: v / B for k, v in state.seconds.items()},
+                albedo_1024=None if state.albedo_1024 is None else state.albedo_1024[b].cpu(),
             ))
         return out
+
+
+def photo_crops(faces: list[ProcessedFace], photos: list[np.ndarray | None], image: torch.Tensor,
+                size: int) -> torch.Tensor:
+    """(B, 3, size, size) each photo re-warped into its face's crop at ``size`` px, on ``image``'s device;
+    the aligned crop ``image`` (B, 3, S, S) upsampled where a photo is None."""
+    crops = []
+    for face, photo, crop in zip(faces, photos, image):
+        if photo is None:
+            crops.append(_resize(crop[None], size, "bicubic")[0].clamp(0, 1))
+            continue
+        transform = face.transform[0].double().numpy() * (size / image.shape[-1])
+        warped = warp_to_crop(photo, transform, size)
+        crops.append(torch.from_numpy(warped).permute(2, 0, 1).float().div(255.0).to(image.device))
+    return torch.stack(crops)
 
 
 def _resize(image: torch.Tensor, size: int, mode: str) -> torch.Tensor:

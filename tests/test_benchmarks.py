@@ -295,3 +295,7 @@ def test_speed_quick(results_dir, faces_dir):
     assert len(losses) == 3
     # the same fit with each renderer: pytorch3d renders the same image as ours
     assert max(losses) - min(losses) < 0.02 * max(losses)
+    resolutions = {r["setting"]: r for r in rows if r["experiment"].startswith("output resolution")}
+    assert len(resolutions) == 2
+    assert resolutions["with --uv_1024"]["uv1024"] > 0 and not _finite(resolutions["final albedo 512 (default)"].get(
+        "uv1024"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from fitting.run import main
 from fitting.unwrap import UnwrapResult, fuse_unwrapped
 from models.uv_layout import UVLayout
 from testing.small_models import QUICK_OVERRIDES, write_small_models
+from tests.conftest import REPO
 from tests.test_run import FACE_FILES
 from utils.errors import ToolkitError
 from utils.image_io import read_image
@@ -107,6 +111,39 @@ def test_group_by_folder_fits_each_person_once(tmp_path, faces_dir, small_models
     assert 'href="pair/summary.png"' in index and "pair/photos/0097_deepface/render.png" in index
     failures = (out / "failures.tsv").read_text().splitlines()
     assert len(failures) == 2 and failures[1].startswith("pair/broken.jpg\tpreprocess: "), failures
+
+
+@pytest.mark.slow
+def test_torchrun_shards_persons_and_each_matches_one_process(tmp_path, faces_dir, small_models):
+    """Two ranks, two persons of two photos and one single photo: every person is fitted once, by one rank,
+    exactly as in one process (same thread count)."""
+    photos = tmp_path / "photos"
+    for folder, names in {"anna": ("0003_d3dfr.jpg", "0097_deepface.jpg"),
+                          "ben": ("0097_deepface.jpg", "0052_deca.jpg"), ".": ("0052_deca.jpg",)}.items():
+        (photos / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (photos / folder / name).symlink_to(faces_dir / "single" / name)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    one, two = tmp_path / "one", tmp_path / "two"
+    launchers = {one: [sys.executable, "-m"],
+                 two: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]}
+    for out, launcher in launchers.items():
+        args = ["--input_dir", str(photos), "--output_dir", str(out), "--uvapm", str(small_models / "uvapm.npz"),
+                "--stages", "1,2", "--group_by", "folder", "-q", *[a for s in QUICK_OVERRIDES for a in ("--set", s)]]
+        proc = subprocess.run([*launcher, "fitting.run", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for person, names in {"anna": ("0003_d3dfr", "0097_deepface"), "ben": ("0052_deca", "0097_deepface")}.items():
+        assert json.loads((two / person / "metrics.json").read_text())["photos"] == list(names)
+        for name in names:
+            a = load_torch(one / person / "photos" / name / "coeffs.pt")
+            b = load_torch(two / person / "photos" / name / "coeffs.pt")
+            for key in ("identity", "expression", "angles", "gamma", "albedo"):
+                torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+        assert (read_image(one / person / "uv_albedo.png") == read_image(two / person / "uv_albedo.png")).all()
+    assert (two / "0052_deca" / "metrics.json").is_file()
+    index = (two / "index.html").read_text()
+    assert all(f'href="{unit}/summary.png"' in index for unit in ("anna", "ben", "0052_deca"))
 
 
 def test_fit_units_per_grouping(tmp_path):

@@ -109,8 +109,16 @@ def test_mesh_opens_textured_in_trimesh(photo_dir, small_models, tmp_path):
     import trimesh
 
     out = tmp_path / "out"
-    assert main(_args(photo_dir, out, small_models, "--stages", "1,2")) == 0
+    assert main(_args(photo_dir, out, small_models, "--stages", "1,2", "--uv_1024")) == 0
     folder = out / Path(PHOTOS[0]).stem
+    # --uv_1024: the 64-texel stage-2 map at 1024 with the photo's own detail, not an enlargement
+    high = read_image(folder / "uv_albedo_1024.png").astype(np.float32)
+    assert high.shape == (1024, 1024, 3)
+    enlarged = torch.nn.functional.interpolate(
+        torch.from_numpy(read_image(folder / "uv_albedo.png").copy()).permute(2, 0, 1)[None].float(), size=1024,
+        mode="bicubic", align_corners=False)[0].permute(1, 2, 0).clamp(0, 255).numpy()
+    assert np.abs(np.diff(high, axis=1)).mean() > 2 * np.abs(np.diff(enlarged, axis=1)).mean()
+    assert "uv1024" in json.loads((folder / "metrics.json").read_text())["seconds"]
     scene = trimesh.load(folder / "mesh.obj", force="scene")
     textured = [g for g in scene.geometry.values() if getattr(g.visual, "uv", None) is not None
                 and getattr(g.visual.material, "image", None) is not None]
