@@ -20,7 +20,13 @@ measures per face:
   render of the fitted shape with the head texture under the ``frontal``
   light preset on grey (no photo pixels), and whether it is below dlib's
   same-person threshold 0.6; a render in which dlib finds no face counts
-  as not below it.
+  as not below it;
+* **detail at 1024** (fits run with ``--set outputs.uv_1024=true``): the
+  RMS (grey levels) of the band above 512 texels (the map minus its
+  2x-downsampled and re-enlarged self) of ``uv_albedo_1024.png`` over the
+  face tile's texels, beside the same of ``uv_albedo.png`` enlarged
+  (bicubic), with the face's height in photo pixels (``face_px``): how much
+  real detail the 1024 map carries, and how it follows the photo's resolution.
 
 With ``--sheet_dir`` it also writes, per face, the photo beside renders at
 yaw -90, -45, 0, 45, 90 and from above (pitch 50) under the ``studio``
@@ -58,7 +64,7 @@ from . import common
 from .fit_setup import add_fitting_args, add_photo_folder_args, fit_photos, photo_output_dir
 from .real_photos import SAME_PERSON_THRESHOLD, IdentityEmbedder, select_photos
 
-__all__ = ["seam_colour_difference", "flat_fill_share", "main"]
+__all__ = ["seam_colour_difference", "flat_fill_share", "band_above_half", "main"]
 
 logger = logging.getLogger("uvapm.benchmarks")
 
@@ -115,6 +121,14 @@ def flat_fill_share(atlas: torch.Tensor, used: torch.Tensor) -> float:
     return float(flat[used].float().mean())
 
 
+def band_above_half(texture: torch.Tensor, used: torch.Tensor) -> float:
+    """RMS (grey levels) over the ``used`` texels (R, R) of the band of ``texture`` (3, R, R) above R / 2 texels:
+    the texture minus its 2x area-downsampled, bicubic re-enlarged self."""
+    R = texture.shape[-1]
+    low = F.interpolate(F.avg_pool2d(texture[None], 2), size=R, mode="bicubic", align_corners=False)[0]
+    return float(((texture - low) ** 2).mean(0)[used].mean().sqrt()) * 255
+
+
 def _frontal_identity(embedder: IdentityEmbedder, photo: np.ndarray, box, render: np.ndarray) -> float:
     import dlib
 
@@ -147,6 +161,7 @@ def run(args, argv: list[str]) -> list[dict]:
     face_models: dict[str, FaceModel] = {}
     embedder = IdentityEmbedder()
     textures: dict[tuple[str, int], tuple[HeadTexture, torch.Tensor, tuple]] = {}
+    layouts_1024: dict[str, torch.Tensor] = {}  # the face tile's texels at 1024
     records, sheets = [], []
     for photo in photos:
         folder = fit_dir / photo.stem
@@ -178,10 +193,20 @@ def run(args, argv: list[str]) -> list[dict]:
         box = ProcessedFace.load(fit_dir / "processed_data" / f"{photo.stem}.pt").face_box[0].tolist()
         distance = _frontal_identity(embedder, read_image(photo), box,
                                       np.ascontiguousarray(grey * 255 + 0.5, dtype=np.uint8))
-        records.append({"face": photo.stem, "fitted": 1, "seam_dE_median": float(np.median(seams)),
-                        "seam_dE_p90": float(np.percentile(seams, 90)), "seam_edges": len(seams),
-                        "flat_fill_share": flat_fill_share(atlas, used), "frontal_id_distance": distance,
-                        "same_person": float(np.isfinite(distance) and distance < SAME_PERSON_THRESHOLD)})
+        record = {"face": photo.stem, "fitted": 1, "seam_dE_median": float(np.median(seams)),
+                  "seam_dE_p90": float(np.percentile(seams, 90)), "seam_edges": len(seams),
+                  "flat_fill_share": flat_fill_share(atlas, used), "frontal_id_distance": distance,
+                  "same_person": float(np.isfinite(distance) and distance < SAME_PERSON_THRESHOLD),
+                  "face_px": float(box[3] - box[1])}
+        if (folder / "uv_albedo_1024.png").is_file():
+            high = torch.from_numpy(read_image(folder / "uv_albedo_1024.png").copy()).permute(2, 0, 1).float() / 255
+            if model_name not in layouts_1024:
+                layouts_1024[model_name] = UVLayout(face_model, 1024).mask[0].bool()
+            used_1024 = layouts_1024[model_name]
+            enlarged = F.interpolate(albedo[None], size=1024, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+            record["band_1024"] = band_above_half(high, used_1024)
+            record["band_1024_enlarged"] = band_above_half(enlarged, used_1024)
+        records.append(record)
         if args.sheet_dir:
             studio = light_preset("studio")
             views = render_views(mesh, atlas, list(VIEWS), studio, resolution=384)
@@ -204,17 +229,23 @@ def run(args, argv: list[str]) -> list[dict]:
                      "seam_edges": fitted[0]["seam_edges"],
                      "flat_fill_share": float(np.mean([r["flat_fill_share"] for r in fitted])),
                      "frontal_id_distance": float(np.nanmean([r["frontal_id_distance"] for r in fitted])),
-                     "same_person": float(np.mean([r["same_person"] for r in fitted]))})
+                     "same_person": float(np.mean([r["same_person"] for r in fitted])),
+                     "face_px": float(np.median([r["face_px"] for r in fitted])),
+                     **{k: float(np.median([r[k] for r in fitted])) for k in ("band_1024", "band_1024_enlarged")
+                        if all(k in r for r in fitted)}})
     notes = (
         f"{len(photos)} photos from {args.input_dir}; fitting outputs in {fit_dir}. Seams: CIE76 across every UV "
         "seam edge of the ICT head mesh (both tiles of the atlas), 1.5 texels inside each side; summary row: the "
         "median over faces of each face's median and 90th percentile. Flat fill: share of used texels whose 5x5 "
         "standard deviation is below 0.5/255 in every channel. frontal_id_distance: dlib descriptor distance "
         "between the photo and a frontal uncomposited render (frontal light, grey background; NaN where dlib "
-        f"finds no face in the render); same_person: below {SAME_PERSON_THRESHOLD}. {models.description}"
+        f"finds no face in the render); same_person: below {SAME_PERSON_THRESHOLD}. face_px: the face box's height "
+        "in photo pixels. band_1024 (fits with outputs.uv_1024): RMS in grey levels of the band above 512 texels of "
+        "uv_albedo_1024.png over the face tile, band_1024_enlarged: the same of uv_albedo.png enlarged (bicubic). "
+        f"{models.description}"
     )
     columns = ["face", "fitted", "seam_dE_median", "seam_dE_p90", "seam_edges", "flat_fill_share",
-               "frontal_id_distance", "same_person"]
+               "frontal_id_distance", "same_person", "face_px", "band_1024", "band_1024_enlarged"]
     common.report(name, "The texture asset: seams, flat fill, identity of the uncomposited render", rows, columns,
                   "python -m benchmarks.texture_asset " + " ".join(argv), notes)
     common.write_csv(name, records, columns)

@@ -5,7 +5,9 @@ rasterises once and every step only decodes the UVAPM map, samples it and
 applies the SH shading. Optimised: the UVAPM coefficients (in standard
 deviations) and the SH lighting. Losses (weights in :class:`AlbedoFitConfig`):
 
-* photometric distance in the skin mask (render mask x skin x parse);
+* photometric distance in the skin mask (render mask x skin x parse, x the
+  unwrapping's pixel reliability: glasses frames, hair strands and highlights
+  left out);
 * ArcFace identity loss, when the official ArcFace checkpoint is present;
 * LPIPS-VGG16 perceptual loss, when the official VGG checkpoint is present;
 * a Gaussian prior on the coefficients and a one-colour-light prior: the
@@ -45,7 +47,7 @@ from .optim import minimize
 from .progress import StepProgress
 from .shape import fit_mask
 from .structures import FaceBatch, FitState
-from .unwrap import UnwrapResult
+from .unwrap import UnwrapResult, with_reliability
 
 __all__ = ["AlbedoFitter"]
 
@@ -88,6 +90,8 @@ class AlbedoFitter:
         ``params.albedo``, ``params.gamma`` and the ``stage2`` albedo map (B, 3, R, R), clamped to [0, 1]."""
         cfg, model, nets = self.config, self.model, self.networks
         image, skin_mask, parse_mask, landmarks = batch.image, batch.skin_mask, batch.parse_mask, batch.landmarks
+        if cfg.weight_by_reliability:  # occluders the unwrapping rejected stay out of the fit too
+            parse_mask = with_reliability(parse_mask, state.unwrapped)
         p = state.params.detach()
         with torch.no_grad():
             vertices = p.posed(model).vertices

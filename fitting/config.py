@@ -245,6 +245,9 @@ class AlbedoFitConfig:
         init_from_unwrap: start from the projection of the unwrapped photo
             texture (else from zero, the model's mean albedo).
         init_ridge: prior weight of that projection.
+        weight_by_reliability: weight the photo's pixels in the colour terms by the
+            unwrapping's pixel reliability (glasses frames, hair strands and
+            highlights left out of the fit, as they are left out of the texture).
         w_photo, w_identity, w_perceptual, w_prior, w_gamma_mono: loss weights
             (the identity and perceptual terms apply only when their networks are loaded).
     """
@@ -255,6 +258,7 @@ class AlbedoFitConfig:
     lr_gamma: float = 0.005
     init_from_unwrap: bool = True
     init_ridge: float = 1e-3
+    weight_by_reliability: bool = True
     w_photo: float = 1.0
     w_identity: float = 0.2
     w_perceptual: float = 0.02
@@ -278,6 +282,7 @@ class DetailFitConfig:
             weight suits a 500-d vector and a 16384-value latent grid).
         init_from_unwrap: start the latent from the generator's encoding of
             the unwrapped texture when it has one (zeros otherwise).
+        weight_by_reliability: as in :class:`AlbedoFitConfig`.
         observed_detail: blend in what the photo shows where the unwrapping
             is confident.
         observed_band: what is blended: ``full`` (the unwrapped texture
@@ -298,6 +303,7 @@ class DetailFitConfig:
     w_perceptual: float = 0.02
     w_prior: float = 1e-2
     init_from_unwrap: bool = True
+    weight_by_reliability: bool = True
     observed_detail: bool = True
     observed_band: str = "full"
 

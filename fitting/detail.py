@@ -47,7 +47,7 @@ from .optim import minimize
 from .progress import StepProgress
 from .shape import fit_mask
 from .structures import FaceBatch, FitState
-from .unwrap import UnwrapResult
+from .unwrap import UnwrapResult, with_reliability
 
 __all__ = ["OBSERVED_BANDS", "DetailFitter", "balanced_to"]
 
@@ -112,6 +112,8 @@ class DetailFitter:
         S = cfg.render_size
         image = _resize(batch.detail_image, S)
         skin_mask, parse_mask = _resize(batch.skin_mask, S), _resize(batch.parse_mask, S)
+        if cfg.weight_by_reliability:  # occluders the unwrapping rejected stay out of the fit too
+            parse_mask = with_reliability(parse_mask, state.unwrapped)
         coarse = state.albedo_maps["stage2"]
         p = state.params.detach()
         with torch.no_grad():

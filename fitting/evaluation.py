@@ -23,6 +23,7 @@ from models.renderer import Renderer
 from .metrics import high_frequency_psnr, masked_psnr, masked_ssim, skin_tone
 from .shape import fit_mask
 from .structures import FaceBatch, FitState
+from .unwrap import with_reliability
 
 __all__ = ["ReRenderEvaluation"]
 
@@ -33,8 +34,8 @@ class ReRenderEvaluation:
     Sets ``state.renders`` (stage -> (B, 3, 224, 224) composites), ``state.render_mask`` and the metrics
     ``<stage>_psnr``, ``<stage>_ssim``, ``<stage>_high_freq_psnr`` (224 px; ``_<D>`` at the detail crop size
     for the texture stages), ``landmark_residual``, ``landmark_residual_landmark_fit``, ``unwrap_coverage``,
-    ``reliable_share`` (the share of the rendered face's pixels the colour fit trusted: skin x parse masks; low
-    when glasses, hair, hands or shadows cover the face),
+    ``reliable_share`` (the share of the rendered face's pixels the colour fit trusted: skin x parse masks x the
+    unwrapping's pixel reliability; low when glasses, hair, hands or shadows cover the face),
     the photo's skin tone ``photo_skin_L``/``_a``/``_b``/``_ita_deg`` (skin-mask pixels of the crop) and, with
     an unwrap, the final albedo's ``albedo_skin_L``/``_a``/``_b``/``_ita_deg`` (texels seen with confidence
     above 0.5).
@@ -65,7 +66,8 @@ class ReRenderEvaluation:
         metrics["landmark_residual"] = state.landmark_residual
         metrics["landmark_residual_landmark_fit"] = state.landmark_residual_initial
         metrics.update({f"photo_skin_{k}": v for k, v in skin_tone(batch.image, batch.skin_mask).items()})
-        used = fit_mask(render_mask, batch.skin_mask, batch.parse_mask).flatten(1).sum(1)
+        trusted = with_reliability(batch.parse_mask, state.unwrapped)
+        used = fit_mask(render_mask, batch.skin_mask, trusted).flatten(1).sum(1)
         metrics["reliable_share"] = used / render_mask.flatten(1).sum(1).clamp_min(1.0)
         if state.unwrapped is not None:
             metrics["unwrap_coverage"] = state.unwrapped.coverage

@@ -14,7 +14,9 @@ features belong in an albedo map) or, with ``mask: skin``, its skin mask.
 Pixels much darker or brighter than the median of the face around them
 (:func:`outlier_reliability`: glasses frames, hair strands, specular
 highlights, which are thinner than the window while brows, lips and
-nostrils are wider) lose their confidence too. Unseen texels are then
+nostrils are wider) lose their confidence too, and that per-pixel
+reliability is kept (``UnwrapResult.pixel_reliability``) so that the colour
+fits of stages 2 and 3 leave the same pixels out. Unseen texels are then
 filled by mirroring across the face's symmetry where the other side was
 seen, and the rest by a smooth push-pull inpainting; the raw texture and
 its confidence are kept beside the filled texture. This is
@@ -49,7 +51,7 @@ from .params import FaceParams
 from .structures import FaceBatch, FitState
 
 __all__ = ["UNWRAP_MASKS", "UnwrapResult", "Unwrapper", "unwrap_texture", "completed", "fuse_unwrapped",
-           "sample_image", "outlier_reliability"]
+           "sample_image", "outlier_reliability", "with_reliability"]
 
 #: Values of :attr:`~fitting.config.UnwrapConfig.mask`.
 UNWRAP_MASKS = ("parse", "skin")
@@ -65,6 +67,9 @@ class UnwrapResult:
         filled: (B, 3, R, R) ``texture`` completed by mirroring and inpainting.
         filled_confidence: (B, 1, R, R) confidence after mirroring (inpainted texels are 0).
         coverage: (B,) mean confidence over the layout's texels.
+        pixel_reliability: (B, 1, S, S) trust in each pixel of the photo crop it was unwrapped from
+            (:func:`outlier_reliability`: 0 on glasses frames, hair strands, highlights); the colour fits of
+            stages 2 and 3 weight their pixels by it. None: every pixel trusted.
     """
 
     texture: torch.Tensor
@@ -72,6 +77,22 @@ class UnwrapResult:
     filled: torch.Tensor
     filled_confidence: torch.Tensor
     coverage: torch.Tensor
+    pixel_reliability: torch.Tensor | None = None
+
+    def reliability_at(self, size: int) -> torch.Tensor | None:
+        """``pixel_reliability`` resized to (B, 1, size, size) (area-averaged when smaller), or None."""
+        rel = self.pixel_reliability
+        if rel is None or rel.shape[-1] == size:
+            return rel
+        mode = "area" if size < rel.shape[-1] else "bilinear"
+        return F.interpolate(rel, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+
+
+def with_reliability(parse_mask: torch.Tensor, unwrapped: UnwrapResult | None) -> torch.Tensor:
+    """``parse_mask`` (B, 1, S, S) times the unwrapping's pixel reliability at size S (unchanged without one):
+    the pixels a colour fit may trust."""
+    reliability = None if unwrapped is None else unwrapped.reliability_at(parse_mask.shape[-1])
+    return parse_mask if reliability is None else parse_mask * reliability
 
 
 def sample_image(image: torch.Tensor, pixels: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
@@ -108,7 +129,7 @@ def outlier_reliability(image: torch.Tensor, weight: torch.Tensor, config: Unwra
     wider ones (brows, lips, nostrils, beard) and the shading, which varies slowly. Trust falls from 1 to 0 as
     the ratio luminance / median (each plus :data:`RATIO_FLOOR`) falls from ``outlier_dark[1]`` to
     ``outlier_dark[0]``, or rises from ``outlier_bright[0]`` to ``outlier_bright[1]``, and the rejected
-    pixels' neighbours (anti-aliased edges) are rejected with them. Working in the crop, where every face has
+    pixels' neighbours within a fifth of the window (anti-aliased edges, a frame's shadow) are rejected with them. Working in the crop, where every face has
     the same size, keeps the window the same share of the face everywhere (UV space stretches it).
 
     Args:
@@ -133,7 +154,7 @@ def outlier_reliability(image: torch.Tensor, weight: torch.Tensor, config: Unwra
     dark_zero, dark_one = config.outlier_dark
     bright_one, bright_zero = config.outlier_bright
     trust = _ramp(ratio, dark_zero, dark_one) * _ramp(ratio, bright_zero, bright_one)
-    margin = max(1, window // 10)
+    margin = max(1, window // 5)
     return -F.max_pool2d(-trust, 2 * margin + 1, stride=1, padding=margin)
 
 
@@ -183,15 +204,17 @@ def unwrap_texture(
         facing_weight = ((facing - cfg.facing_min) / (cfg.facing_full - cfg.facing_min)).clamp(0, 1)
         inside = ((pixels >= 0) & (pixels <= S)).all(-1)[:, None].float()
         allowed = sample_image(mask, pixels * (mask.shape[-1] / S)) if mask is not None else 1.0
+        reliability = None
         if mask is not None:
-            allowed = allowed * sample_image(outlier_reliability(image, mask, cfg), pixels)
+            reliability = outlier_reliability(image, mask, cfg)
+            allowed = allowed * sample_image(reliability, pixels)
         confidence = layout.mask * visible * facing_weight * inside * allowed
 
         colour = sample_image(image, pixels)
         flat_normals = texel_normals.permute(0, 2, 3, 1).reshape(B, R * R, 3)
         shading = sh_shading(flat_normals, params.gamma).view(B, R, R, 3).permute(0, 3, 1, 2)
         texture = (colour / shading.clamp_min(cfg.min_shading)).clamp(0, 1) * (confidence > 0)
-    return completed(texture, confidence, layout, cfg)
+    return replace(completed(texture, confidence, layout, cfg), pixel_reliability=reliability)
 
 
 def completed(texture: torch.Tensor, confidence: torch.Tensor, layout: UVLayout,
@@ -231,7 +254,8 @@ def fuse_unwrapped(unwrapped: UnwrapResult, groups: PhotoGroups, layout: UVLayou
                                     for g in range(groups.num_groups)])
     fused = completed(fused_texture * (fused_confidence > 0), fused_confidence, layout, config)
     rows = UnwrapResult(*(groups.expand(t) for t in (fused.texture, fused.confidence, fused.filled,
-                                                     fused.filled_confidence, fused.coverage)))
+                                                     fused.filled_confidence, fused.coverage)),
+                        pixel_reliability=unwrapped.pixel_reliability)  # each photo's own
     return rows, gain
 
 

@@ -254,10 +254,11 @@ def test_seam_score_sees_a_seam_and_only_a_seam(ict_model):
 def test_texture_asset_quick(results_dir, faces_dir, tmp_path):
     sheets = tmp_path / "sheets"
     assert texture_asset.main(["--quick", "-q", "--input_dir", str(faces_dir / "single"), "--output_dir",
-                               str(tmp_path / "fit"), "--sheet_dir", str(sheets)]) == 0
+                               str(tmp_path / "fit"), "--sheet_dir", str(sheets), "--set", "outputs.uv_1024=true"]) == 0
     rows = _rows(results_dir, "texture_asset_quick")
     face, summary = rows
     assert face["fitted"] == 1 and summary["fitted"] == "1/1"
+    assert face["face_px"] > 50 and face["band_1024"] > 1.5 * face["band_1024_enlarged"]  # the photo's own detail
     assert 0 < face["seam_dE_median"] < 30 and face["seam_dE_p90"] >= face["seam_dE_median"]
     assert 0 <= face["flat_fill_share"] < 0.5 and face["seam_edges"] > 100
     assert (sheets / "contact_sheet.png").is_file()

@@ -101,6 +101,7 @@ def test_outlier_pixels_lose_their_trust_and_features_wider_than_the_window_keep
     confidence[..., :, 240:] = 0  # not the face: must not drag the median down
     trust = outlier_reliability(texture, confidence, UnwrapConfig())  # window 21 at 512 -> 11 at 256
     assert trust[0, 0, 100:103, 30:220].max() == 0
+    assert trust[0, 0, 98:105, 30:220].max() == 0  # and its anti-aliased edges (window / 5 around it)
     assert trust[0, 0, 60:63, 150:153].max() == 0
     assert trust[0, 0, 164:176, 50:110].min() == 1  # the brow's inside
     assert trust[0, 0, 20:50, 20:230].min() == 1  # plain skin, also next to the unseen part
