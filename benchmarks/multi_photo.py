@@ -125,7 +125,7 @@ def _synthetic(args, config) -> tuple[list[dict], list[dict]]:
             logger.warning("synthetic person %d: a render without a detected face; left out", index)
             continue
 
-        def fit(members: list[int]):
+        def fit(members: list[int], shots=shots):
             seed_everything(args.seed)
             chosen = [shots[m] for m in members]
             batch = pipeline.batch([s[0] for s in chosen], [s[2] for s in chosen], [s[1] for s in chosen],
@@ -167,7 +167,7 @@ def _synthetic(args, config) -> tuple[list[dict], list[dict]]:
                           ("joint, 4 photos", [r for r in records if r["photos"] == "0+1+2+3"])):
         if not chosen:
             continue
-        mean = lambda key: float(np.nanmean([r[key] for r in chosen]))  # noqa: E731
+        mean = lambda key, chosen=chosen: float(np.nanmean([r[key] for r in chosen]))  # noqa: E731
         row = {"set": "synthetic truth", "method": label, "people": len({r["person"] for r in chosen}),
                "albedo PSNR seen (dB)": mean("psnr_seen"), "albedo PSNR face (dB)": mean("psnr_face"),
                "dE to truth": mean("dE_truth"), "coverage": mean("coverage"),
@@ -221,7 +221,8 @@ def _real(args, argv) -> tuple[list[dict], list[dict]]:
         pairs = list(itertools.combinations(single, 2))
         records.append({
             "person": person, "photos": " ".join(p.stem for p in photos),
-            "photos dE": float(np.mean([np.linalg.norm(lab(a, "photo_skin") - lab(b, "photo_skin")) for a, b in pairs])),
+            "photos dE": float(np.mean([np.linalg.norm(lab(a, "photo_skin") - lab(b, "photo_skin"))
+                                        for a, b in pairs])),
             "single albedos dE": float(np.mean([np.linalg.norm(lab(a, "albedo_skin") - lab(b, "albedo_skin"))
                                                 for a, b in pairs])),
             "joint vs single dE": float(np.mean([np.linalg.norm(lab(joint, "albedo_skin") - lab(s, "albedo_skin"))

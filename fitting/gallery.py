@@ -68,11 +68,12 @@ def write_gallery(output_dir: Path, names: list[str], failures: list[tuple[str, 
 <p>{count(len(rows), 'face')} reconstructed, {len(failures)} failed. Summary panels: input | landmarks (blue detected,
 red fitted) | skin mask | stage 1 | stage 2 | stage 3 | UV albedo. PSNR/SSIM are measured inside the skin mask: how
 well the photo is explained, not whether the albedo is right. Landmark residual: the fit against its own detections.
-Reliable share: the share of the rendered face the colour fit trusted (skin and parse masks); low values mean
-glasses, hair, hands or shadows covered the face.
+Reliable share: the share of the rendered face the colour fit trusted (skin and parse masks, occluders
+rejected); low values mean glasses, hair, hands or shadows covered the face.
 Skin ITA (individual typology angle, degrees; above 55 very light, below -30 dark) and L* of the photo's skin pixels
 and of the albedo's seen texels: an albedo tone that follows the scene's light instead of the skin shows here.</p>
-<table><tr><th>face</th><th>summary</th><th>UV albedo</th><th>photos (a person fitted jointly)</th>{header}<th>seconds</th></tr>
+<table><tr><th>face</th><th>summary</th><th>UV albedo</th><th>photos (a person fitted jointly)</th>{header}
+<th>seconds</th></tr>
 {''.join(rows)}
 </table>
 <h2>Failures</h2>

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(a subfolder per person); all (the whole folder is one person)",
                                           defaults.group_by))
     parser.add_argument("--all_faces", action="store_true", default=None, help="every face of each photo")
-    parser.add_argument("--uv_1024", action="store_true", default=None, help="also write uv_albedo_1024.png: the final albedo at 1024 texels with the photo's own detail")
+    parser.add_argument("--uv_1024", action="store_true", default=None,
+                        help="also write uv_albedo_1024.png: the final albedo at 1024 texels with the photo's detail")
     parser.add_argument("--seed", type=int, help=default_help("random seed", defaults.seed))
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="redo faces (and preprocessing) already done")

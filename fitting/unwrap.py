@@ -129,8 +129,9 @@ def outlier_reliability(image: torch.Tensor, weight: torch.Tensor, config: Unwra
     wider ones (brows, lips, nostrils, beard) and the shading, which varies slowly. Trust falls from 1 to 0 as
     the ratio luminance / median (each plus :data:`RATIO_FLOOR`) falls from ``outlier_dark[1]`` to
     ``outlier_dark[0]``, or rises from ``outlier_bright[0]`` to ``outlier_bright[1]``, and the rejected
-    pixels' neighbours within a fifth of the window (anti-aliased edges, a frame's shadow) are rejected with them. Working in the crop, where every face has
-    the same size, keeps the window the same share of the face everywhere (UV space stretches it).
+    pixels' neighbours within a fifth of the window (anti-aliased edges, a frame's shadow) are rejected with
+    them. Working in the crop, where every face has the same size, keeps the window the same share of the face
+    everywhere (UV space stretches it).
 
     Args:
         image: (B, 3, S, S) the aligned crop.

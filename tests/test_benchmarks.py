@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import (common, landmarks, light_invariance, multi_photo, real_photos, speed, synthetic_gt,
-                        texture_asset)
+from benchmarks import common, landmarks, light_invariance, multi_photo, real_photos, speed, synthetic_gt, texture_asset
 from benchmarks.synthetic_gt import (
     Estimate,
     GroundTruth,
