@@ -40,7 +40,7 @@ class HighResolutionAlbedo:
 
     Args:
         face_model: the face model.
-        config: the unwrapping settings (its ``resolution`` is replaced by 1024).
+        config: the unwrapping settings (masks, occluder rejection, mirroring; its ``resolution`` is not used).
     """
 
     name = "uv1024"
