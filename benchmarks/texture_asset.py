@@ -24,9 +24,12 @@ measures per face:
 * **detail at 1024** (fits run with ``--set outputs.uv_1024=true``): the
   RMS (grey levels) of the band above 512 texels (the map minus its
   2x-downsampled and re-enlarged self) of ``uv_albedo_1024.png`` over the
-  face tile's texels, beside the same of ``uv_albedo.png`` enlarged
-  (bicubic), with the face's height in photo pixels (``face_px``): how much
-  real detail the 1024 map carries, and how it follows the photo's resolution.
+  texels the photo showed (``uv_confidence.png`` above 0.5), beside the same
+  of the control without the photo's detail: ``uv_albedo.png`` enlarged
+  (bicubic) and completed at 1024 like the map (the skin's grain added where
+  it is flat), with the face's height in photo pixels (``face_px``): how
+  much real detail the 1024 map carries, and how it follows the photo's
+  resolution.
 
 With ``--sheet_dir`` it also writes, per face, the photo beside renders at
 yaw -90, -45, 0, 45, 90 and from above (pitch 50) under the ``studio``
@@ -64,7 +67,7 @@ from . import common
 from .fit_setup import add_fitting_args, add_photo_folder_args, fit_photos, photo_output_dir
 from .real_photos import SAME_PERSON_THRESHOLD, IdentityEmbedder, select_photos
 
-__all__ = ["seam_colour_difference", "flat_fill_share", "band_above_half", "main"]
+__all__ = ["seam_colour_difference", "flat_fill_share", "band_above_half", "detail_1024", "main"]
 
 logger = logging.getLogger("uvapm.benchmarks")
 
@@ -121,6 +124,20 @@ def flat_fill_share(atlas: torch.Tensor, used: torch.Tensor) -> float:
     return float(flat[used].float().mean())
 
 
+def detail_1024(folder: Path, face_model: FaceModel) -> tuple[float, float]:
+    """:func:`band_above_half` of a fit's ``uv_albedo_1024.png`` and of its control (``uv_albedo.png`` enlarged
+    and completed by the 1024 :class:`~models.head_texture.HeadTexture`, as the map is) over the texels the
+    photo showed (``uv_confidence.png`` above 0.5)."""
+    load = lambda name: torch.from_numpy(read_image(folder / name).copy()).permute(2, 0, 1).float() / 255  # noqa: E731
+    high, albedo = load("uv_albedo_1024.png"), load("uv_albedo.png")
+    confidence = load("uv_confidence.png")[:1]
+    seen = F.interpolate(confidence[None], size=1024, mode="bilinear", align_corners=False)[0, 0] > 0.5
+    enlarged = F.interpolate(albedo[None], size=1024, mode="bicubic", align_corners=False).clamp(0, 1)
+    with torch.no_grad():
+        control = head_texture_for(face_model, 1024)(enlarged)[0, :, :, :1024]
+    return band_above_half(high, seen), band_above_half(control, seen)
+
+
 def band_above_half(texture: torch.Tensor, used: torch.Tensor) -> float:
     """RMS (grey levels) over the ``used`` texels (R, R) of the band of ``texture`` (3, R, R) above R / 2 texels:
     the texture minus its 2x area-downsampled, bicubic re-enlarged self."""
@@ -161,7 +178,6 @@ def run(args, argv: list[str]) -> list[dict]:
     face_models: dict[str, FaceModel] = {}
     embedder = IdentityEmbedder()
     textures: dict[tuple[str, int], tuple[HeadTexture, torch.Tensor, tuple]] = {}
-    layouts_1024: dict[str, torch.Tensor] = {}  # the face tile's texels at 1024
     records, sheets = [], []
     for photo in photos:
         folder = fit_dir / photo.stem
@@ -199,13 +215,7 @@ def run(args, argv: list[str]) -> list[dict]:
                   "same_person": float(np.isfinite(distance) and distance < SAME_PERSON_THRESHOLD),
                   "face_px": float(box[3] - box[1])}
         if (folder / "uv_albedo_1024.png").is_file():
-            high = torch.from_numpy(read_image(folder / "uv_albedo_1024.png").copy()).permute(2, 0, 1).float() / 255
-            if model_name not in layouts_1024:
-                layouts_1024[model_name] = UVLayout(face_model, 1024).mask[0].bool()
-            used_1024 = layouts_1024[model_name]
-            enlarged = F.interpolate(albedo[None], size=1024, mode="bicubic", align_corners=False)[0].clamp(0, 1)
-            record["band_1024"] = band_above_half(high, used_1024)
-            record["band_1024_enlarged"] = band_above_half(enlarged, used_1024)
+            record["band_1024"], record["band_1024_enlarged"] = detail_1024(folder, face_model)
         records.append(record)
         if args.sheet_dir:
             studio = light_preset("studio")
@@ -241,7 +251,8 @@ def run(args, argv: list[str]) -> list[dict]:
         "between the photo and a frontal uncomposited render (frontal light, grey background; NaN where dlib "
         f"finds no face in the render); same_person: below {SAME_PERSON_THRESHOLD}. face_px: the face box's height "
         "in photo pixels. band_1024 (fits with outputs.uv_1024): RMS in grey levels of the band above 512 texels of "
-        "uv_albedo_1024.png over the face tile, band_1024_enlarged: the same of uv_albedo.png enlarged (bicubic). "
+        "uv_albedo_1024.png over the texels the photo showed (confidence > 0.5), band_1024_enlarged: the same of "
+        "uv_albedo.png enlarged (bicubic) and completed at 1024 like the map (skin grain where flat). "
         f"{models.description}"
     )
     columns = ["face", "fitted", "seam_dE_median", "seam_dE_p90", "seam_edges", "flat_fill_share",
