@@ -1,7 +1,8 @@
 """Render a reconstructed face from several viewpoints.
 
     python render_3d_face.py --albedo_map OUT/face/uv_albedo.png --output_path renders/ \\
-        [--coeffs OUT/face/coeffs.pt | --mesh OUT/face/mesh.obj] [--views=-60,-30,0,30,60] \\
+        [--coeffs OUT/face/coeffs.pt | --mesh OUT/face/mesh.obj] [--parts_map OUT/face/uv_eyes_mouth.png] \\
+        [--views=-60,-30,0,30,60] \\
         [--light frontal|studio|coeffs] [--shading lit|albedo|normals] [--resolution 512] \\
         [--turntable gif|mp4] [--device cpu]
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--uvapm", help="UV albedo model for the mean albedo (default: "
                         "checkpoints/default/uvapm_<face_model>.npz)")
     parser.add_argument("--output_path", required=True, help="output folder")
+    parser.add_argument("--parts_map", help="texture of the eyeballs, teeth and sockets (uv_eyes_mouth.png of a fit; "
+                        "default: the one beside --albedo_map, else the default eye colours)")
     parser.add_argument("--mesh", help="OBJ with texture coordinates (e.g. mesh.obj of a reconstruction)")
     parser.add_argument("--coeffs", help="coeffs.pt of a reconstruction (shape and, with --light coeffs, lighting)")
     parser.add_argument("--face_model", help=default_help("installed face model", defaults.face_model))
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
 
         render(config, args.albedo_map and Path(args.albedo_map), Path(args.output_path),
                args.mesh and Path(args.mesh), args.coeffs and Path(args.coeffs), args.uvapm and Path(args.uvapm),
-               progress=not args.quiet)
+               progress=not args.quiet, parts_path=args.parts_map and Path(args.parts_map))
         return 0
 
     return run_main(run, args.verbose)

@@ -103,10 +103,18 @@ def list_models() -> str:
             lines.append(f"  {name:9s} BROKEN: {err}")
             continue
         albedo = f", per-vertex albedo {data.albedo_basis.shape[2]} modes" if data.albedo_basis is not None else ""
+        if data.part_names is not None:
+            parts = f", display parts {', '.join(str(n) for n in data.part_names)}"
+        elif name == "ict":
+            parts = (f", no display parts (installed by an older toolkit; reinstall for eyes and teeth: "
+                     f"{FACE_MODELS[name]})")
+        else:
+            parts = ""
         lines.append(
             f"  {name:9s} V={data.num_face_vertices} face vertices ({data.num_vertices} with head), "
             f"{data.id_basis.shape[2]} identity and {data.exp_basis.shape[2]} expression modes, "
             f"{len(data.landmark_indices)} landmarks{albedo}, units {data.units}, uv_layout_id {data.uv_layout_id}"
+            f"{parts}"
         )
     return "\n".join(lines)
 

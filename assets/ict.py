@@ -13,8 +13,25 @@ Source facts (ICT-FaceKit ``FaceXModel/``, commit da5f95a):
 * ``vertex_indices.json`` ``idx_to_landmark_verts``: the 68 landmarks in
   iBUG order.
 
-We keep vertices 0..11247 (face + head/neck): the face region is used for
-fitting and textures, the head/neck for display.
+* The inner parts (README table): mouth socket (polygons 11144..13225), eye
+  sockets (13226..14033), gums and tongue (14034..17005), teeth
+  (17006..21495), the sclera shells (left 21496..22295, right 23094..23893:
+  the outer surface of each eyeball, cornea included, in front of the iris
+  meshes), then the iris meshes, lacrimal fluid, eye blends, occlusion meshes
+  and eyelashes (transparent layers and shader effects of Unreal's digital
+  humans).
+
+We keep vertices 0..11247 (face + head/neck) as the model's vertices: the
+face region is used for fitting and textures, the head/neck for display. The
+mouth and eye sockets, gums and tongue, teeth and sclera shells are the
+model's display parts (``part_*``, vertices after 11247, with their identity
+and expression modes: the jaw opens the teeth; ICT's eyeLook shapes move the
+lids only, the eyeballs look straight ahead). The iris meshes are left out: the sclera shell covers them, so the
+iris is painted on its front (:mod:`models.part_texture`). Each part's UVs are
+its own square: the sockets', gums' and teeth's source UVs scaled into it,
+the eyeballs' an orthographic projection along each eye's axis (centre to
+cornea apex), so that a round iris painted in the texture is round on the
+eye.
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from models.face_model_format import FaceModelData
+from models.part_texture import IRIS_RADIUS_M, IRIS_UV_RADIUS
 from utils.errors import FileFormatError
 from utils.mesh_io import read_obj, read_obj_vertices, triangulate
 
@@ -41,6 +59,17 @@ NUM_KEPT_VERTICES = 11248
 NUM_FACE_POLYGONS = 9230
 NUM_HEAD_POLYGONS = 11144
 NUM_IDENTITIES = 100
+METRES_PER_UNIT = 0.01
+#: The display parts: (name, ((first polygon, last polygon + 1), ...)).
+PARTS = (
+    ("mouth_socket", ((11144, 13226),)),
+    ("eye_sockets", ((13226, 14034),)),
+    ("gums_tongue", ((14034, 17006),)),
+    ("teeth", ((17006, 21496),)),
+    ("eyeballs", ((21496, 22296), (23094, 23894))),
+)
+#: Margin of each part's UVs inside its square.
+PART_UV_MARGIN = 0.02
 
 
 def wanted_member(path: str) -> str | None:
@@ -77,13 +106,72 @@ def used_files(files: dict[str, bytes], source) -> dict[str, bytes]:
 
 
 def _modes(files: dict[str, bytes], names: list[str], neutral: np.ndarray, source) -> np.ndarray:
-    modes = np.empty((NUM_KEPT_VERTICES, 3, len(names)), np.float32)
+    """(26719, 3, K) each named mesh minus the neutral mesh."""
+    modes = np.empty((len(neutral), 3, len(names)), np.float32)
     for k, name in enumerate(names):
         verts = read_obj_vertices(files[name], f"{source}:FaceXModel/{name}")
-        if verts.shape[0] < NUM_KEPT_VERTICES:
+        if verts.shape[0] != len(neutral):
             raise FileFormatError(source, f"FaceXModel/{name} has {verts.shape[0]} vertices, expected 26719")
-        modes[:, :, k] = verts[:NUM_KEPT_VERTICES] - neutral
+        modes[:, :, k] = verts - neutral
     return modes
+
+
+def _scaled_uvs(uvs: np.ndarray) -> np.ndarray:
+    """(T, 2) UVs scaled into [m, 1 - m]^2 (their aspect kept), m = :data:`PART_UV_MARGIN`."""
+    low, high = uvs.min(0), uvs.max(0)
+    scale = (1 - 2 * PART_UV_MARGIN) / max(float((high - low).max()), 1e-9)
+    return PART_UV_MARGIN + (uvs - low) * scale + ((1 - 2 * PART_UV_MARGIN) - (high - low) * scale) / 2
+
+
+def _eyeball_uvs(points: np.ndarray) -> np.ndarray:
+    """(N, 2) one sclera shell's orthographic projection along its axis (the centroid to the front-most
+    vertex, the cornea's apex) into [0, 1]^2: the axis at the centre, a human iris's radius
+    (:data:`~models.part_texture.IRIS_RADIUS_M`) at :data:`~models.part_texture.IRIS_UV_RADIUS`, what lies
+    further out (the sides and back of the eyeball, all sclera) clamped to the margin; x (the model's left)
+    to u, y (up) to v."""
+    centre = points.mean(0)
+    axis = points[np.argmax(points[:, 2])] - centre
+    axis /= np.linalg.norm(axis)
+    across = np.cross([0.0, 1.0, 0.0], axis)
+    across /= np.linalg.norm(across)
+    up = np.cross(axis, across)
+    offsets = points - centre
+    planar = np.stack([offsets @ across, offsets @ up], 1) * (IRIS_UV_RADIUS / (IRIS_RADIUS_M / METRES_PER_UNIT))
+    radius = np.linalg.norm(planar, axis=1, keepdims=True)
+    return 0.5 + planar * np.minimum(1.0, (0.5 - PART_UV_MARGIN) / np.maximum(radius, 1e-9))
+
+
+def _parts(mesh, source) -> dict[str, np.ndarray]:
+    """The display parts' triangles, UVs and labels (see the module docstring), vertices after the kept
+    ones renumbered from :data:`NUM_KEPT_VERTICES` in order of first use. Returns the ``part_*`` arrays and
+    ``vertices`` (Vp,), the source index of each part vertex."""
+    faces, faces_uv, uvs, labels = [], [], [], []
+    for label, (name, ranges) in enumerate(PARTS):
+        for first, end in ranges:
+            tris, _, _ = triangulate(mesh.polygons[first:end])
+            used, local = np.unique(tris, return_inverse=True)
+            local = local.reshape(-1)
+            if name == "eyeballs":
+                part_uvs = _eyeball_uvs(mesh.vertices[used].astype(np.float64))
+            else:
+                tris_uv = triangulate(mesh.polygons[first:end], mesh.polygon_uvs[first:end])[1]
+                if (tris_uv < 0).any():
+                    raise FileFormatError(source, f"generic_neutral_mesh.obj: the {name} has faces without UVs")
+                # one UV per vertex of the part (the source's seams are not needed in a flat-coloured part)
+                per_vertex = np.zeros((len(used), 2))
+                per_vertex[local] = mesh.uvs[tris_uv.reshape(-1)]
+                part_uvs = _scaled_uvs(per_vertex)
+            faces.append(used[local.reshape(-1, 3)])
+            faces_uv.append(local.reshape(-1, 3) + sum(len(u) for u in uvs))
+            uvs.append(part_uvs)
+            labels.append(np.full(len(tris), label))
+    faces = np.concatenate(faces)
+    extra = np.unique(faces[faces >= NUM_KEPT_VERTICES])
+    renumber = np.arange(len(mesh.vertices))
+    renumber[extra] = NUM_KEPT_VERTICES + np.arange(len(extra))
+    return {"part_faces": renumber[faces].astype(np.int64), "part_faces_uv": np.concatenate(faces_uv).astype(np.int64),
+            "part_uvs": np.concatenate(uvs).astype(np.float32), "part_labels": np.concatenate(labels).astype(np.int64),
+            "part_names": np.array([name for name, _ in PARTS], dtype=str), "vertices": extra}
 
 
 def convert(files: dict[str, bytes], source) -> FaceModelData:
@@ -93,6 +181,8 @@ def convert(files: dict[str, bytes], source) -> FaceModelData:
     if mesh.vertices.shape[0] != 26719 or len(mesh.polygons) < NUM_HEAD_POLYGONS:
         raise FileFormatError(source, "generic_neutral_mesh.obj does not have the ICT-FaceKit topology")
     neutral = mesh.vertices[:NUM_KEPT_VERTICES]
+    parts = _parts(mesh, source)
+    extra = parts.pop("vertices")
 
     head_faces, head_faces_uv, origin = triangulate(
         mesh.polygons[:NUM_HEAD_POLYGONS], mesh.polygon_uvs[:NUM_HEAD_POLYGONS]
@@ -106,13 +196,15 @@ def convert(files: dict[str, bytes], source) -> FaceModelData:
     expression_names = list(indices["expressions"])
     face_mask = np.zeros(NUM_KEPT_VERTICES, bool)
     face_mask[:NUM_FACE_VERTICES] = True
+    id_modes = _modes(files, identity_names, mesh.vertices, source)
+    exp_modes = _modes(files, [f"{e}.obj" for e in expression_names], mesh.vertices, source)
     return FaceModelData(
         name="ict",
         units="cm",
-        metres_per_unit=0.01,
+        metres_per_unit=METRES_PER_UNIT,
         mean_shape=neutral.astype(np.float32),
-        id_basis=_modes(files, identity_names, neutral, source),
-        exp_basis=_modes(files, [f"{e}.obj" for e in expression_names], neutral, source),
+        id_basis=id_modes[:NUM_KEPT_VERTICES],
+        exp_basis=exp_modes[:NUM_KEPT_VERTICES],
         exp_names=np.array(expression_names, dtype=str),
         exp_bounds=np.array([0.0, 1.0], np.float32),
         faces=head_faces[is_face].astype(np.int64),
@@ -123,4 +215,8 @@ def convert(files: dict[str, bytes], source) -> FaceModelData:
         landmark_indices=np.array(indices["idx_to_landmark_verts"], np.int64),
         face_vertex_mask=face_mask,
         skin_vertex_mask=face_mask.copy(),
+        part_shape=mesh.vertices[extra].astype(np.float32),
+        part_id_basis=id_modes[extra],
+        part_exp_basis=exp_modes[extra],
+        **parts,
     )

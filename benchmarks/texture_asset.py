@@ -17,7 +17,8 @@ measures per face:
   half a grey level in every channel);
 * **identity of the uncomposited render**: dlib's face descriptor distance
   (as in :mod:`benchmarks.real_photos`) between the photo and a frontal
-  render of the fitted shape with the head texture under the ``frontal``
+  render of the fitted shape with the head texture (and the eyeballs, teeth
+  and sockets with the fit's ``uv_eyes_mouth.png``) under the ``frontal``
   light preset on grey (no photo pixels), and whether it is below dlib's
   same-person threshold 0.6; a render in which dlib finds no face counts
   as not below it;
@@ -59,8 +60,9 @@ from models.colour import delta_e, srgb_to_lab
 from models.face_model import FaceModel
 from models.head_texture import HeadTexture, head_texture_for
 from models.lighting import light_preset
+from models.part_texture import EyeColours, PartTexture, resize_tile
 from models.uv_layout import UVLayout
-from models.view_rendering import ViewMesh, contact_sheet, render_views
+from models.view_rendering import contact_sheet, mesh_from_face_model, render_views
 from utils.image_io import read_image, write_image
 
 from . import common
@@ -157,6 +159,20 @@ def _frontal_identity(embedder: IdentityEmbedder, photo: np.ndarray, box, render
     return float(np.linalg.norm(embedder(photo, box) - rendered))
 
 
+def _display_atlas(face_model: FaceModel, atlas: torch.Tensor, folder: Path) -> torch.Tensor:
+    """The head atlas (3, R, 2R) with the fit's eyeballs, teeth and sockets tile (``uv_eyes_mouth.png``, the
+    default colours for a fit without one) for a face model with display parts."""
+    if not face_model.has_parts:
+        return atlas
+    R = atlas.shape[-2]
+    path = folder / "uv_eyes_mouth.png"
+    if path.is_file():
+        parts = torch.from_numpy(read_image(path).copy()).permute(2, 0, 1).float()[None] / 255
+    else:
+        parts = PartTexture(face_model.part_names, R)(EyeColours.default())
+    return torch.cat([atlas, resize_tile(parts, R)[0]], -1)
+
+
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.texture_asset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,10 +217,9 @@ def run(args, argv: list[str]) -> list[dict]:
             atlas = texture(albedo[None])[0]
         seams = seam_colour_difference(atlas, sides).numpy()
         coeffs = torch.load(folder / "coeffs.pt", weights_only=True)
-        with torch.no_grad():
-            vertices = face_model.shape(coeffs["identity"], coeffs["expression"])[0]
-        mesh = ViewMesh(vertices, face_model.head_faces, face_model.head_faces_uv, face_model.uvs)
-        frontal = render_views(mesh, atlas, [0.0], light_preset("frontal"), resolution=512)[0]
+        mesh = mesh_from_face_model(face_model, coeffs["identity"], coeffs["expression"], coeffs.get("gaze"))
+        display = _display_atlas(face_model, atlas, folder)
+        frontal = render_views(mesh, display, [0.0], light_preset("frontal"), resolution=512)[0]
         grey = (frontal[:3] * frontal[3:] + 0.5 * (1 - frontal[3:])).permute(1, 2, 0).numpy()
         box = ProcessedFace.load(fit_dir / "processed_data" / f"{photo.stem}.pt").face_box[0].tolist()
         distance = _frontal_identity(embedder, read_image(photo), box,
@@ -219,8 +234,8 @@ def run(args, argv: list[str]) -> list[dict]:
         records.append(record)
         if args.sheet_dir:
             studio = light_preset("studio")
-            views = render_views(mesh, atlas, list(VIEWS), studio, resolution=384)
-            views += render_views(mesh, atlas, [0.0], studio, resolution=384, pitch_deg=ABOVE_PITCH)
+            views = render_views(mesh, display, list(VIEWS), studio, resolution=384)
+            views += render_views(mesh, display, [0.0], studio, resolution=384, pitch_deg=ABOVE_PITCH)
             picture = torch.from_numpy(read_image(folder / "render.png").copy()).permute(2, 0, 1).float() / 255
             picture = F.interpolate(picture[None], size=(384, 384), mode="area")[0]
             row = contact_sheet([torch.cat([picture, torch.ones_like(picture[:1])]), *views])

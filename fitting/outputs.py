@@ -14,6 +14,10 @@ file                    content
                         ICT UV tile [1, 2]), continued from the face
                         (:class:`models.head_texture.HeadTexture`); not written for
                         face models without that tile
+``uv_eyes_mouth.png``   the display parts' texture (:mod:`models.part_texture`): the
+                        eyeballs (the photo's sclera and iris colours, de-lit, painted
+                        with a pupil), teeth, gums and tongue, mouth and eye sockets;
+                        for face models with parts (ICT)
 ``uv_albedo_1024.png``  with ``outputs.uv_1024``: the final albedo at 1024 texels,
                         ``uv_albedo.png`` enlarged plus the photo's detail above 512
                         texels where it shows the face (:mod:`fitting.high_resolution`)
@@ -22,12 +26,15 @@ file                    content
 ``uv_confidence.png``   per-texel trust in the unwrapped texture (white = seen head-on)
 ``mesh.obj``/``.mtl``   expressive shape (identity + expression, unposed, model units);
                         the face region textured with ``uv_albedo.png``, head and neck
-                        (material ``head``) with ``uv_albedo_head.png``
-``mesh_neutral.obj``    the same without expression (shares ``mesh.mtl``)
+                        (material ``head``) with ``uv_albedo_head.png``, eyeballs,
+                        teeth and sockets (``eyes_mouth``) with ``uv_eyes_mouth.png``, the
+                        eyeballs turned to the photo's gaze (:mod:`fitting.gaze`)
+``mesh_neutral.obj``    the same without expression, the eyes straight ahead (shares ``mesh.mtl``)
 ``mesh.glb``            ``mesh.obj`` as binary glTF (trimesh): PBR materials (base colour =
                         the albedo maps, metallic 0, roughness 0.7), each part's UVs in
                         its own texture
-``coeffs.pt``           the parameters (tensors only, ``weights_only=True``) and the
+``coeffs.pt``           the parameters (tensors only, ``weights_only=True``; ``gaze``:
+                        the eyeballs' turns, :mod:`fitting.gaze`) and the
                         fitted 68 points in photo pixels, two kinds:
                         ``landmarks_68_contour_px`` (jaw on the silhouette, dlib's
                         convention) and ``landmarks_68_fixed_px`` (the model's fixed
@@ -68,12 +75,14 @@ import torch.nn.functional as F
 
 from models.face_model import FaceModel
 from models.head_texture import head_texture_for
+from models.part_texture import display_atlas, display_mesh
 from utils.atomic import atomic_path, save_torch, write_json, write_text
 from utils.image_io import write_image
 from utils.mesh_io import write_mtl, write_obj
 from utils.plots import line_chart
 
 from .config import OutputConfig
+from .eye_probe import eye_colours
 from .preprocess.alignment import opencv_affine
 from .structures import FaceResult
 
@@ -89,12 +98,14 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
 
 
 def write_mesh(path: Path, vertices: np.ndarray, face_model: FaceModel, mtl_file: str) -> None:
-    """OBJ + MTL of the display mesh: the face region textured with ``uv_albedo.png`` (material ``face``), the
-    rest of the head with ``uv_albedo_head.png`` (``head``: UVs in the next tile, which a repeating texture
-    maps onto the image)."""
+    """OBJ + MTL of the display mesh, vertices (V + Vp, 3) of :meth:`FaceModel.display_shape`: the face region
+    textured with ``uv_albedo.png`` (material ``face``), the rest of the head with ``uv_albedo_head.png``
+    (``head``: UVs in the next tile, which a repeating texture maps onto the image) and the display parts with
+    ``uv_eyes_mouth.png`` (``eyes_mouth``, the tile after)."""
     face_tris = face_model.faces.cpu().numpy()
-    head_tris = face_model.head_faces.cpu().numpy()
-    head_uv = face_model.head_faces_uv.cpu().numpy()
+    all_tris, all_uv, uvs = (t.cpu().numpy() for t in display_mesh(face_model, torch.as_tensor(vertices)))
+    H = len(face_model.head_faces)
+    head_tris, head_uv = all_tris[:H], all_uv[:H]
     V = len(vertices)
 
     def keys(tris):  # order-independent triangle ids
@@ -102,12 +113,13 @@ def write_mesh(path: Path, vertices: np.ndarray, face_model: FaceModel, mtl_file
         return (t[:, 0] * V + t[:, 1]) * V + t[:, 2]
 
     rest = ~np.isin(keys(head_tris), keys(face_tris))
-    head = (("head", head_tris[rest], head_uv[rest]),) if rest.any() else ()
-    write_obj(path, vertices, face_tris, face_model.uvs.cpu().numpy(), face_model.faces_uv.cpu().numpy(),
-              mtl_file=mtl_file, material="face", extra_groups=head)
-    materials = [("face", "uv_albedo.png", (1.0, 1.0, 1.0))]
-    if rest.any():
-        materials.append(("head", "uv_albedo_head.png", (1.0, 1.0, 1.0)))
+    groups = [("head", head_tris[rest], head_uv[rest])] if rest.any() else []
+    if len(all_tris) > H:
+        groups.append(("eyes_mouth", all_tris[H:], all_uv[H:]))
+    write_obj(path, vertices, face_tris, uvs, face_model.faces_uv.cpu().numpy(), mtl_file=mtl_file,
+              material="face", extra_groups=tuple(groups))
+    textures = {"face": "uv_albedo.png", "head": "uv_albedo_head.png", "eyes_mouth": "uv_eyes_mouth.png"}
+    materials = [(name, textures[name], (1.0, 1.0, 1.0)) for name in ["face", *(g[0] for g in groups)]]
     write_mtl(path.parent / mtl_file, materials)
 
 
@@ -207,11 +219,13 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
     layout = {"uv_layout_id": face_model.uv_layout_id, "face_model": face_model.name}
     R = uv.shape[-1]
     with torch.no_grad():
-        atlas = head_texture_for(face_model, R).to(uv.device)(uv[None])[0]
+        atlas = display_atlas(face_model, uv[None], eye_colours(result.metrics, result.params.gamma))[0]
     uv = atlas[..., :R]
     write_image(folder / "uv_albedo.png", _image(uv), text=layout)
-    if atlas.shape[-1] > R:
-        write_image(folder / "uv_albedo_head.png", _image(atlas[..., R:]), text=layout)
+    if head_texture_for(face_model, R).tiles > 1:
+        write_image(folder / "uv_albedo_head.png", _image(atlas[..., R : 2 * R]), text=layout)
+    if face_model.has_parts:
+        write_image(folder / "uv_eyes_mouth.png", _image(atlas[..., 2 * R :]), text=layout)
     if result.albedo_1024 is not None:
         high = result.albedo_1024
         with torch.no_grad():
@@ -224,8 +238,8 @@ def write_face_outputs(folder: Path, result: FaceResult, face_model: FaceModel, 
 
     p = result.params
     with torch.no_grad():
-        expressive = face_model.shape(p.identity, p.expression)[0].cpu().numpy()
-        neutral = face_model.shape(p.identity)[0].cpu().numpy()
+        expressive = face_model.display_shape(p.identity, p.expression, p.gaze)[0].cpu().numpy()
+        neutral = face_model.display_shape(p.identity)[0].cpu().numpy()
     write_mesh(folder / "mesh.obj", expressive, face_model, "mesh.mtl")
     write_mesh(folder / "mesh_neutral.obj", neutral, face_model, "mesh.mtl")
     if outputs.glb:

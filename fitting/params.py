@@ -24,6 +24,8 @@ class FaceParams:
         gamma: (B, 27) SH lighting without the ambient offset (models.shading).
         albedo: (B, 3K) UVAPM coefficients in standard deviations (None before stage 2).
         detail: (B, L) detail-generator latent (None before stage 3).
+        gaze: (B, 2, 2) the image-left and image-right eyeball's (pitch, yaw) turn in radians
+            (:mod:`fitting.gaze`; None for a model without eyeballs).
     """
 
     identity: torch.Tensor
@@ -33,6 +35,7 @@ class FaceParams:
     gamma: torch.Tensor
     albedo: torch.Tensor | None = None
     detail: torch.Tensor | None = None
+    gaze: torch.Tensor | None = None
 
     @classmethod
     def zeros(cls, batch: int, num_identity: int, num_expression: int, device=None) -> FaceParams:

@@ -38,7 +38,8 @@ from models.surface_points import SurfacePoints
 from models.uv_layout import UVLayout
 
 from .config import ShapeFitConfig
-from .eye_probe import sclera_colour
+from .eye_probe import iris_colour, sclera_colour
+from .gaze import fit_gaze
 from .landmark_fit import LandmarkFitter, LandmarkTargets, normalized_landmark_error
 from .losses import gaussian_prior, landmark_loss, lighting_monochrome_loss, photometric_loss
 from .optim import minimize
@@ -137,7 +138,7 @@ class ShapeFitter:
 
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
         """Fit pose, identity, expression and lighting; sets ``params``, the fitted landmarks and their
-        errors, the ``stage1`` albedo proxy, the face, sclera and light colour metrics and the loss history."""
+        errors, the ``stage1`` albedo proxy, the face, sclera, iris and light colour metrics and the loss history."""
         image, landmarks = batch.image, batch.landmarks
         init = self.initialiser(image) if self.initialiser is not None else None
         targets = LandmarkTargets.from_batch(batch)
@@ -159,16 +160,22 @@ class ShapeFitter:
         colour = self.face_colour(proxy)
         sclera, sclera_observed = sclera_colour(batch.detail_image, batch.dense_landmarks, batch.dense_valid,
                                                 batch.image.shape[-1])
+        iris, iris_observed = iris_colour(batch.detail_image, batch.dense_landmarks, batch.dense_valid,
+                                          batch.image.shape[-1])
         light = torch.ones_like(colour)
         if self.light_prior is not None:
             skin, light = self.light_prior.split(colour, sclera, sclera_observed)
             proxy = proxy * (skin / colour.clamp_min(1e-6))[:, :, None, None]
             params.gamma = scale_light_colour(params.gamma, light)
         metrics = {f"{name}_{c}": values[:, i] for name, values in (
-            ("face_colour", colour), ("sclera", sclera), ("light_gain", light)) for i, c in enumerate("rgb")}
+            ("face_colour", colour), ("sclera", sclera), ("iris", iris), ("light_gain", light))
+            for i, c in enumerate("rgb")}
         metrics["sclera_observed"] = sclera_observed.float()
+        metrics["iris_observed"] = iris_observed.float()
         fitter = self.landmark_fitter
         fitted = fitter.project(params, fitter.select_contour(params))
+        params.gaze = fit_gaze(self.model, params, fitter.camera, batch.dense_landmarks, batch.dense_valid,
+                               iris_observed, landmarks, fitted)
         return state.updated(
             params=params,
             landmarks=fitted,

@@ -5,7 +5,10 @@ Without an albedo map, the mean albedo of the UV albedo model is used
 priority, a mesh (any OBJ with texture coordinates in the face model's UV
 layout), a ``coeffs.pt`` of a fit (identity and expression), or the face
 model's mean shape. The map is completed into a texture of the whole head
-(:class:`models.head_texture.HeadTexture`). Light ``coeffs`` uses the SH
+(:class:`models.head_texture.HeadTexture`); the eyeballs, teeth and sockets
+of a face model with display parts take their texture from a parts map
+(``uv_eyes_mouth.png`` of a fit: by default the one beside the albedo map,
+else the default eye colours, :mod:`models.part_texture`). Light ``coeffs`` uses the SH
 lighting fitted to the photo. Writes ``view_<yaw>.png`` per view (RGBA), ``contact_sheet.png`` and,
 with a turntable, ``turntable.gif`` (or ``.mp4``, which needs the
 ``imageio-ffmpeg`` package). The albedo map must be square and, when it
@@ -27,8 +30,8 @@ from tqdm import tqdm
 from assets import load_installed_face_model
 from models.config import LIGHT_PRESETS, SHADING_MODES
 from models.face_model import FaceModel
-from models.head_texture import head_texture_for
 from models.lighting import light_preset
+from models.part_texture import display_atlas, resize_tile
 from models.uv_albedo_model import UVAlbedoModel
 from models.view_rendering import ViewMesh, contact_sheet, mesh_from_face_model, mesh_from_obj, render_views
 from utils.atomic import atomic_path
@@ -88,6 +91,10 @@ def _load_coeffs(path: Path, face_model: FaceModel) -> dict:
         value = coeffs.get(key)
         if value is not None and (not isinstance(value, torch.Tensor) or value.ndim != 2 or value.shape[1] > size):
             raise FileFormatError(path, f"{key!r} must be (1, K<={size}), got {getattr(value, 'shape', value)}")
+    gaze = coeffs.get("gaze")
+    if gaze is not None and (not isinstance(gaze, torch.Tensor) or tuple(gaze.shape) != (1, 2, 2)
+                             or not torch.isfinite(gaze).all()):
+        raise FileFormatError(path, f"'gaze' must be (1, 2, 2) finite angles, got {getattr(gaze, 'shape', gaze)}")
     return coeffs
 
 
@@ -101,8 +108,22 @@ def _load_mesh(path: Path) -> ViewMesh:
     return mesh
 
 
+def _parts_map(path: Path | None, albedo_path: Path | None, face_model: FaceModel) -> torch.Tensor | None:
+    """(3, r, r) the display parts' texture: ``path``, else ``uv_eyes_mouth.png`` beside the albedo map, else
+    None (the default colours)."""
+    if not face_model.has_parts:
+        return None
+    if path is None and albedo_path is not None and (albedo_path.parent / "uv_eyes_mouth.png").is_file():
+        path = albedo_path.parent / "uv_eyes_mouth.png"
+    if path is None:
+        return None
+    logger.info("eyeballs, teeth and sockets textured with %s", path)
+    return _load_albedo(path, face_model)
+
+
 def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_path: Path | None,
-           coeffs_path: Path | None, uvapm_path: Path | None = None, progress: bool = False) -> None:
+           coeffs_path: Path | None, uvapm_path: Path | None = None, progress: bool = False,
+           parts_path: Path | None = None) -> None:
     """Render the views (and the turntable) of a reconstruction into ``output`` (see the module docstring)."""
     if config.shading not in SHADING_MODES:
         raise ToolkitError(f"--shading {config.shading!r}: choose one of {', '.join(SHADING_MODES)}")
@@ -113,11 +134,13 @@ def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_pa
     device = resolve_device(config.device)
     face_model = FaceModel(load_installed_face_model(config.face_model))
     albedo = (_load_albedo(albedo_path, face_model) if albedo_path else _mean_albedo(uvapm_path, face_model)).to(device)
+    parts = _parts_map(parts_path, albedo_path, face_model)
     coeffs = _load_coeffs(coeffs_path, face_model) if coeffs_path else None
     if mesh_path:
         mesh = _load_mesh(mesh_path)
     elif coeffs is not None:
-        mesh = mesh_from_face_model(face_model, coeffs["identity"].float(), coeffs.get("expression"))
+        mesh = mesh_from_face_model(face_model, coeffs["identity"].float(), coeffs.get("expression"),
+                                    coeffs.get("gaze"))
     else:
         mesh = mesh_from_face_model(face_model)
     mesh.vertices, mesh.faces, mesh.faces_uv, mesh.uvs = (t.to(device) for t in
@@ -129,7 +152,10 @@ def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_pa
     else:
         sh = light_preset(config.light).to(device)
     with torch.no_grad():
-        texture = head_texture_for(face_model, albedo.shape[-1]).to(device)(albedo[None])[0]
+        texture = display_atlas(face_model, albedo[None])[0]
+        if parts is not None:
+            R = albedo.shape[-1]
+            texture[:, :, 2 * R :] = resize_tile(parts[None].to(device), R)[0]
     with FolderLock(output, "render_3d_face.py"):
         images = render_views(mesh, texture, list(config.views), sh, config.shading, config.resolution, config.pitch)
         for yaw, image in zip(config.views, images):

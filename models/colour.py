@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["LUMINANCE_WEIGHTS", "rgb_to_luminance", "rgb_to_hsv", "hsv_to_rgb", "srgb_to_lab",
+__all__ = ["LUMINANCE_WEIGHTS", "rgb_to_luminance", "rgb_to_hsv", "hsv_to_rgb", "srgb_to_linear", "linear_to_srgb",
+           "srgb_to_lab",
            "individual_typology_angle", "delta_e"]
 
 #: ITU-R BT.601 luma weights, used to turn RGB detail into luminance detail.
@@ -60,10 +61,21 @@ _SRGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375), (0.2126729, 0.7151522, 0.0721
 _D65_WHITE = (0.95047, 1.0, 1.08883)
 
 
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB-encoded values in [0, 1] -> linear light (any shape)."""
+    rgb = rgb.clamp(0, 1)
+    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    """Linear light in [0, 1] -> sRGB-encoded values (any shape)."""
+    linear = linear.clamp(0, 1)
+    return torch.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+
+
 def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3) sRGB in [0, 1] -> (..., 3) CIELAB (L in [0, 100]), D65 white; channels last."""
-    rgb = rgb.clamp(0, 1)
-    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    linear = srgb_to_linear(rgb)
     xyz = linear @ rgb.new_tensor(_SRGB_TO_XYZ).T / rgb.new_tensor(_D65_WHITE)
     delta = 6.0 / 29.0
     f = torch.where(xyz > delta**3, xyz.clamp_min(1e-12) ** (1.0 / 3.0), xyz / (3 * delta**2) + 4.0 / 29.0)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .face_model_format import FaceModelData, load_face_model
-from .face_ops import apply_rigid, blend_shapes, vertex_normals
+from .face_ops import apply_rigid, blend_shapes, euler_angles_to_matrix, vertex_normals
 
 __all__ = ["FaceModel", "FaceModelOutput"]
 
@@ -72,6 +72,36 @@ class FaceModel(nn.Module):
             self.register_buffer("albedo_basis", torch.as_tensor(data.albedo_basis, dtype=f32))
         else:
             self.albedo_mean = self.albedo_basis = None
+        self.part_names = [str(n) for n in data.part_names] if data.part_names is not None else []
+        if self.part_names:
+            self.register_buffer("part_shape", torch.as_tensor(data.part_shape, dtype=f32) - mean[face_mask].mean(0))
+            self.register_buffer("part_id_basis", torch.as_tensor(data.part_id_basis, dtype=f32))
+            self.register_buffer("part_exp_basis", torch.as_tensor(data.part_exp_basis, dtype=f32))
+            self.register_buffer("part_faces", torch.as_tensor(data.part_faces, dtype=torch.long))
+            self.register_buffer("part_faces_uv", torch.as_tensor(data.part_faces_uv, dtype=torch.long))
+            self.register_buffer("part_uvs", torch.as_tensor(data.part_uvs, dtype=f32))
+            self.register_buffer("part_labels", torch.as_tensor(data.part_labels, dtype=torch.long))
+        else:
+            self.part_shape = self.part_id_basis = self.part_exp_basis = None
+            self.part_faces = self.part_faces_uv = self.part_uvs = self.part_labels = None
+        self._register_eyeballs()
+
+    def _register_eyeballs(self) -> None:
+        """``eyeballs`` (2, Ne): the display vertices of the image-left (x < 0) and image-right eyeball, and
+        ``eyeball_apex`` (2,): each one's front-most vertex in the mean shape (the cornea's apex), for
+        :meth:`display_shape`'s gaze; None for a model without two eyeballs of the same size."""
+        left = right = torch.zeros(0, dtype=torch.long)
+        if "eyeballs" in self.part_names:
+            vertices = self.part_faces[self.part_labels == self.part_names.index("eyeballs")].unique()
+            points = torch.cat([self.mean_shape, self.part_shape])[vertices]
+            left, right = vertices[points[:, 0] < 0], vertices[points[:, 0] >= 0]
+        if len(left) != len(right) or not len(left):
+            self.eyeballs = self.eyeball_apex = None
+            return
+        eyeballs = torch.stack([left, right])
+        rest = torch.cat([self.mean_shape, self.part_shape])[eyeballs]  # (2, Ne, 3)
+        self.register_buffer("eyeballs", eyeballs)
+        self.register_buffer("eyeball_apex", rest[..., 2].argmax(1))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> FaceModel:
@@ -93,6 +123,11 @@ class FaceModel(nn.Module):
     @property
     def num_albedo(self) -> int:
         return 0 if self.albedo_basis is None else self.albedo_basis.shape[2]
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether the model has display parts (eyeballs, teeth, mouth and eye sockets)."""
+        return bool(self.part_names)
 
     @property
     def camera_distance(self) -> float:
@@ -124,6 +159,39 @@ class FaceModel(nn.Module):
         identity = self._coeffs(identity, self.num_identity, batch, "identity")
         expression = self._coeffs(expression, self.num_expression, batch, "expression")
         return self.mean_shape + blend_shapes(identity, self.id_basis) + blend_shapes(expression, self.exp_basis)
+
+    def display_shape(self, identity: torch.Tensor | None = None, expression: torch.Tensor | None = None,
+                      gaze: torch.Tensor | None = None) -> torch.Tensor:
+        """Unposed display vertices (B, V + Vp, 3): :meth:`shape`'s, then the display parts' (Vp = 0 without
+        parts), with the same coefficients; ``gaze`` (B, 2, 2) turns the image-left and image-right eyeball
+        about its centre by (pitch, yaw) in radians (:meth:`turn_eyeballs`)."""
+        shape = self.shape(identity, expression)
+        if not self.has_parts:
+            return shape
+        batch = shape.shape[0]
+        identity = self._coeffs(identity, self.num_identity, batch, "identity")
+        expression = self._coeffs(expression, self.num_expression, batch, "expression")
+        parts = (self.part_shape + blend_shapes(identity, self.part_id_basis)
+                 + blend_shapes(expression, self.part_exp_basis))
+        vertices = torch.cat([shape, parts], 1)
+        return vertices if gaze is None else self.turn_eyeballs(vertices, gaze)
+
+    def turn_eyeballs(self, vertices: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
+        """Display vertices (B, V + Vp, 3) with each eyeball turned about its centre (the mean of its
+        vertices) by ``gaze`` (B, 2, 2): (pitch, yaw) in radians of the image-left and image-right eye, as
+        the head's angles (positive yaw turns the eye's front towards +x). A model without eyeballs is
+        returned unchanged."""
+        if self.eyeballs is None:
+            return vertices
+        B = vertices.shape[0]
+        eyes = vertices[:, self.eyeballs]  # (B, 2, Ne, 3)
+        centre = eyes.mean(2, keepdim=True)
+        angles = torch.cat([gaze.to(vertices), gaze.new_zeros(B, 2, 1).to(vertices)], -1)  # (B, 2, 3)
+        rotation = euler_angles_to_matrix(angles.reshape(-1, 3)).view(B, 2, 3, 3)
+        turned = (eyes - centre) @ rotation.transpose(-1, -2) + centre
+        out = vertices.clone()
+        out[:, self.eyeballs] = turned
+        return out
 
     def forward(
         self,

@@ -30,7 +30,22 @@ key                       shape / dtype   meaning
 ``uv_layout_id``          () str          hash of ``uvs`` and ``faces_uv`` (see
                                           :func:`uv_layout_id`); texture models store the
                                           id of the layout they were built for
+``part_shape``            (Vp, 3) float32 optional display parts (eyeballs, teeth, mouth and
+                                          eye sockets): their own vertices' mean shape,
+                                          vertices V..V+Vp-1 of the display mesh
+``part_id_basis``         (Vp, 3, Ki)     their identity modes (same coefficients)
+``part_exp_basis``        (Vp, 3, Ke)     their expression modes
+``part_faces``            (Fp, 3) int64   their triangles, indices into the V + Vp display
+                                          vertices (sockets share the lips' and lids' vertices)
+``part_faces_uv``         (Fp, 3) int64   UV-vertex indices of ``part_faces`` into ``part_uvs``
+``part_uvs``              (Tp, 2) float32 each part's UVs in its own [0, 1]^2 square
+                                          (:mod:`models.part_texture` places the squares)
+``part_labels``           (Fp,) int64     the part of each triangle, an index into ``part_names``
+``part_names``            (P,) str        ``eyeballs``, ``teeth``, ``gums_tongue``, ...
 ========================  ==============  =====================================================
+
+The ``part_*`` keys are given all together or not at all; they do not enter
+``uv_layout_id``, so texture models stay valid for a file with or without them.
 """
 
 from __future__ import annotations
@@ -46,9 +61,12 @@ from utils.atomic import save_npz
 from utils.errors import FileFormatError
 from utils.safe_load import load_npz
 
-__all__ = ["FORMAT_VERSION", "FaceModelData", "uv_layout_id", "save_face_model", "load_face_model"]
+__all__ = ["FORMAT_VERSION", "PART_KEYS", "FaceModelData", "uv_layout_id", "save_face_model", "load_face_model"]
 
 FORMAT_VERSION = 1
+#: The optional display-part keys (given together).
+PART_KEYS = ("part_shape", "part_id_basis", "part_exp_basis", "part_faces", "part_faces_uv", "part_uvs",
+             "part_labels", "part_names")
 
 
 def uv_layout_id(uvs: np.ndarray, faces_uv: np.ndarray) -> str:
@@ -82,6 +100,14 @@ class FaceModelData:
     albedo_mean: np.ndarray | None = None
     albedo_basis: np.ndarray | None = None
     uv_layout_id: str = ""
+    part_shape: np.ndarray | None = None
+    part_id_basis: np.ndarray | None = None
+    part_exp_basis: np.ndarray | None = None
+    part_faces: np.ndarray | None = None
+    part_faces_uv: np.ndarray | None = None
+    part_uvs: np.ndarray | None = None
+    part_labels: np.ndarray | None = None
+    part_names: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.uv_layout_id:
@@ -136,6 +162,34 @@ class FaceModelData:
                 fail(f"{key} has shape {getattr(self, key).shape}, expected ({V},)")
         if not np.isfinite(self.mean_shape).all() or not np.isfinite(self.id_basis).all():
             fail("mean_shape or id_basis holds NaN or Inf")
+        self._validate_parts(fail)
+
+    def _validate_parts(self, fail) -> None:
+        given = [getattr(self, key) is not None for key in PART_KEYS]
+        if not any(given):
+            return
+        if not all(given):
+            fail(f"the part keys {', '.join(PART_KEYS)} must be given together")
+        V, Vp = self.mean_shape.shape[0], self.part_shape.shape[0] if self.part_shape.ndim == 2 else -1
+        if self.part_shape.shape != (Vp, 3) or Vp <= 0:
+            fail(f"part_shape has shape {self.part_shape.shape}, expected (Vp, 3)")
+        for key, like in (("part_id_basis", self.id_basis), ("part_exp_basis", self.exp_basis)):
+            if getattr(self, key).shape != (Vp, 3, like.shape[2]):
+                fail(f"{key} has shape {getattr(self, key).shape}, expected ({Vp}, 3, {like.shape[2]})")
+        if self.part_uvs.ndim != 2 or self.part_uvs.shape[1] != 2:
+            fail(f"part_uvs has shape {self.part_uvs.shape}, expected (Tp, 2)")
+        Fp = self.part_faces.shape[0]
+        for key, count in (("part_faces", V + Vp), ("part_faces_uv", self.part_uvs.shape[0])):
+            tri = getattr(self, key)
+            if tri.shape != (Fp, 3):
+                fail(f"{key} has shape {tri.shape}, expected ({Fp}, 3)")
+            if tri.size and (tri.min() < 0 or tri.max() >= count):
+                fail(f"{key} indexes outside 0..{count - 1}")
+        if self.part_labels.shape != (Fp,) or (Fp and not 0 <= self.part_labels.min() <= self.part_labels.max()
+                                               < len(self.part_names)):
+            fail(f"part_labels must be ({Fp},) indices into the {len(self.part_names)} part_names")
+        if not np.isfinite(self.part_shape).all() or not np.isfinite(self.part_uvs).all():
+            fail("part_shape or part_uvs holds NaN or Inf")
 
 
 def save_face_model(path: str | os.PathLike, data: FaceModelData) -> None:
@@ -150,7 +204,7 @@ def save_face_model(path: str | os.PathLike, data: FaceModelData) -> None:
             value = np.array(str(value))
         elif field.name == "metres_per_unit":
             value = np.array(value, np.float32)
-        elif field.name == "exp_names":
+        elif field.name in ("exp_names", "part_names"):
             value = np.asarray(value, dtype=str)
         arrays[field.name] = value
     save_npz(path, arrays)
@@ -162,13 +216,15 @@ _DTYPES = {
     "uvs": np.float32, "faces": np.int64, "faces_uv": np.int64, "head_faces": np.int64,
     "head_faces_uv": np.int64, "landmark_indices": np.int64,
     "face_vertex_mask": bool, "skin_vertex_mask": bool,
+    "part_shape": np.float32, "part_id_basis": np.float32, "part_exp_basis": np.float32, "part_faces": np.int64,
+    "part_faces_uv": np.int64, "part_uvs": np.float32, "part_labels": np.int64,
 }
 
 
 def load_face_model(path: str | os.PathLike) -> FaceModelData:
     """Load and validate a canonical face-model ``.npz``."""
     path = Path(path)
-    required = [f.name for f in fields(FaceModelData) if f.name not in ("albedo_mean", "albedo_basis")]
+    required = [f.name for f in fields(FaceModelData) if f.name not in ("albedo_mean", "albedo_basis", *PART_KEYS)]
     arrays = load_npz(path, required=["format_version", *required])
     version = int(arrays.pop("format_version"))
     if version > FORMAT_VERSION:

@@ -1,9 +1,9 @@
 """Rendering a reconstructed face from several viewpoints (``render_3d_face.py``).
 
 :class:`ViewMesh` is a display mesh with UVs; faces whose UVs fall outside
-the [0, 1]^2 texture tile (the ICT head and neck) sample the next tile of a
-texture atlas (:class:`~models.head_texture.HeadTexture` completes a face
-map into one). :func:`render_views` orbits the camera
+the [0, 1]^2 texture tile (the ICT head and neck, then the eyeballs, teeth and sockets)
+sample the next tiles of a texture atlas
+(:func:`~models.part_texture.display_atlas` completes a face map into one). :func:`render_views` orbits the camera
 around the head (yaw angles) and draws it unlit, lit with SH lighting, or as
 a normal map, on a transparent background.
 """
@@ -22,6 +22,7 @@ from .camera import PinholeCamera
 from .config import SHADING_MODES, RenderSettings
 from .face_model import FaceModel
 from .face_ops import euler_angles_to_matrix, vertex_normals
+from .part_texture import display_mesh
 from .renderer import Renderer
 
 __all__ = ["ViewMesh", "mesh_from_face_model", "mesh_from_obj", "atlas_mapping", "render_views", "contact_sheet"]
@@ -42,11 +43,13 @@ class ViewMesh:
     uvs: torch.Tensor
 
 
-def mesh_from_face_model(face_model: FaceModel, identity=None, expression=None) -> ViewMesh:
-    """The face model's head mesh (unposed) for the given coefficients (mean shape by default)."""
+def mesh_from_face_model(face_model: FaceModel, identity=None, expression=None, gaze=None) -> ViewMesh:
+    """The face model's display mesh (unposed: head and, where the model has them, eyeballs, teeth and
+    sockets, :func:`~models.part_texture.display_mesh`) for the given coefficients (mean shape by default)
+    and eyeball turns ``gaze`` (1, 2, 2) (straight ahead by default)."""
     with torch.no_grad():
-        vertices = face_model.shape(identity, expression)[0]
-    return ViewMesh(vertices, face_model.head_faces, face_model.head_faces_uv, face_model.uvs)
+        vertices = face_model.display_shape(identity, expression, gaze)[0]
+    return ViewMesh(vertices, *display_mesh(face_model, vertices))
 
 
 def mesh_from_obj(path) -> ViewMesh:

@@ -59,6 +59,39 @@ def test_ict_model_matches_raw_obj_files(ict_archive, ict_model):
     np.testing.assert_allclose(shape + centre, expected, atol=2e-4)  # cm, float32 precision
 
 
+def test_ict_display_parts_follow_the_raw_obj_files(ict_archive, ict_model):
+    assert ict_model.has_parts, "the installed ICT model predates the display parts: python -m assets install ict"
+    assert ict_model.part_names == ["mouth_socket", "eye_sockets", "gums_tongue", "teeth", "eyeballs"]
+    names = ["generic_neutral_mesh.obj", "identity007.obj", "jawOpen.obj", "eyeLookUp_L.obj"]
+    raw = {k: v.astype(np.float64) for k, v in _raw_vertices(ict_archive, names).items()}
+    # the part vertices: the sockets', gums', teeth's and sclera shells' (irises left out), in source order
+    source = np.r_[11248:22221, 23021:23791]
+    assert ict_model.part_shape.shape == (len(source), 3)
+    neutral = raw["generic_neutral_mesh.obj"]
+    expected = neutral + 0.7 * (raw["identity007.obj"] - neutral) + 0.5 * (raw["jawOpen.obj"] - neutral)
+    identity, expression = torch.zeros(1, 100), torch.zeros(1, 53)
+    identity[0, 7] = 0.7
+    expression[0, ict_model.exp_names.index("jawOpen")] = 0.5
+    display = ict_model.display_shape(identity, expression)[0].double().numpy()
+    centre = neutral[:9409].mean(0)
+    np.testing.assert_allclose(display[:11248] + centre, expected[:11248], atol=2e-4)
+    np.testing.assert_allclose(display[11248:] + centre, expected[source], atol=2e-4)
+    # the sockets share the lips' and lids' vertices: every part triangle touching the model's vertices does so
+    faces = ict_model.part_faces
+    shared = faces[(faces < 11248).any(1)]
+    assert len(shared) and ict_model.part_labels[(faces < 11248).any(1)].unique().tolist() == [0, 1]
+    # the jaw opens the lower teeth; ICT's eyeLook shapes move the lids only, the eyeballs look straight ahead
+    teeth = ict_model.part_labels == ict_model.part_names.index("teeth")
+    lower = faces[teeth].unique()
+    drop = (ict_model.display_shape(None, expression) - ict_model.display_shape())[0, lower, 1]
+    assert (drop < -0.3).float().mean() > 0.3  # about half the teeth (the lower row) move down by mm
+    look = torch.zeros(1, 53)
+    look[0, ict_model.exp_names.index("eyeLookUp_L")] = 1.0
+    eyes = faces[ict_model.part_labels == ict_model.part_names.index("eyeballs")].unique()
+    moved = (ict_model.display_shape(None, look) - ict_model.display_shape())[0]
+    assert moved[:11248].norm(dim=-1).max() > 0.2 and moved[eyes].norm(dim=-1).max() == 0
+
+
 def test_ict_model_facts(ict_npz):
     data = load_face_model(ict_npz)
     assert data.num_vertices == 11248 and data.num_face_vertices == 9409

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from fitting.config import PreprocessConfig
-from fitting.eye_probe import sclera_colour, sclera_masks
+from fitting.eye_probe import eye_colours, iris_colour, sclera_colour, sclera_masks
 from fitting.preprocess.preprocessor import Preprocessor
 from fitting.structures import FaceBatch
+from models.colour import linear_to_srgb, srgb_to_linear
+from models.part_texture import DEFAULT_IRIS, DEFAULT_SCLERA
 from utils.image_io import read_image
 
 # Frontal with open eyes: light skin; dark skin at 1024 px.
@@ -62,3 +64,38 @@ def test_no_facemesh_points_no_measurement(batches):
     batch = batches[OPEN_EYES[0]]
     colour, observed = sclera_colour(batch.detail_image, batch.dense_landmarks, torch.zeros(1), 224)
     assert not observed[0] and colour.abs().sum() == 0
+
+
+def _eyes(batch: FaceBatch, image: torch.Tensor | None = None) -> dict:
+    """The sclera and iris metrics of stage 1 for one photo, as floats."""
+    image = batch.detail_image if image is None else image
+    metrics = {}
+    for part, measure in (("sclera", sclera_colour), ("iris", iris_colour)):
+        colour, observed = measure(image, batch.dense_landmarks, batch.dense_valid, batch.image.shape[-1])
+        metrics.update({f"{part}_{c}": float(colour[0, i]) for i, c in enumerate("rgb")})
+        metrics[f"{part}_observed"] = float(observed[0])
+    return metrics
+
+
+def test_the_iris_is_darker_than_the_sclera_and_its_reflectance_ignores_the_scene_light(batches):
+    gamma = torch.zeros(1, 27)
+    for name, batch in batches.items():
+        metrics = _eyes(batch)
+        assert metrics["iris_observed"] == 1.0, name
+        iris = torch.tensor([metrics[f"iris_{c}"] for c in "rgb"])
+        sclera = torch.tensor([metrics[f"sclera_{c}"] for c in "rgb"])
+        assert iris.mean() < 0.7 * sclera.mean(), name  # brown eyes in both photos
+        assert iris[0] > iris[2], name  # brown: more red than blue
+        plain = eye_colours(metrics, gamma)
+        # a dim blue-green light (a cast in linear light) changes the photo's iris by the cast, not the iris's
+        # reflectance
+        cast = torch.tensor([0.4, 0.7, 0.9])
+        tinted = _eyes(batch, linear_to_srgb(srgb_to_linear(batch.detail_image) * cast[:, None, None]))
+        tinted_iris = torch.tensor([tinted[f"iris_{c}"] for c in "rgb"])
+        torch.testing.assert_close(srgb_to_linear(tinted_iris) / srgb_to_linear(iris), cast, atol=0.08, rtol=0)
+        torch.testing.assert_close(eye_colours(tinted, gamma).iris, plain.iris, atol=0.03, rtol=0)
+        torch.testing.assert_close(plain.sclera[0], torch.tensor(DEFAULT_SCLERA))
+    # eyes not seen: the default reflectances
+    unseen = eye_colours({"iris_observed": 0.0, "sclera_observed": 0.0, **{f"{p}_{c}": 0.0 for p in ("iris", "sclera")
+                                                                            for c in "rgb"}}, gamma)
+    torch.testing.assert_close(unseen.iris[0], torch.tensor(DEFAULT_IRIS))

@@ -102,8 +102,8 @@ def test_group_by_folder_fits_each_person_once(tmp_path, faces_dir, small_models
     assert metrics["unwrap_coverage"] > single["unwrap_coverage"]  # the second photo adds texels
     # a person with one photo is that photo fitted alone
     alone, person = load_torch(out / "0003_d3dfr" / "coeffs.pt"), load_torch(out / "one" / "coeffs.pt")
-    for key in ("identity", "expression", "angles", "gamma", "albedo", "detail"):
-        torch.testing.assert_close(alone[key], person[key], atol=1e-6, rtol=0)
+    for key in ("identity", "expression", "angles", "gamma", "albedo", "detail", "gaze"):
+        torch.testing.assert_close(alone[key], person[key], atol=1e-5, rtol=0)  # float32 noise of batching
     assert (read_image(out / "one" / "uv_albedo.png").astype(int) - read_image(out / "0003_d3dfr" /
             "uv_albedo.png").astype(int)).__abs__().max() <= 1
     index = (out / "index.html").read_text()

@@ -75,3 +75,26 @@ def test_without_an_albedo_map_or_a_model_the_error_names_the_missing_file(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}: no UV albedo model to take the mean albedo from; pass --albedo_map "
                    "(e.g. uv_albedo.png of a reconstruction) or --uvapm FILE"]
+
+
+def test_the_eyes_take_the_parts_map_beside_the_albedo_map(tmp_path, ict_home):
+    from models.part_texture import EyeColours, PartTexture
+
+    uv = np.full((128, 128, 3), 150, np.uint8)
+    text = {"uv_layout_id": ict_home.uv_layout_id}
+    for folder in ("fit", "bare"):
+        (tmp_path / folder).mkdir()
+        write_image(tmp_path / folder / "uv_albedo.png", uv, text=text)
+    blue_eyes = EyeColours(sclera=torch.tensor([[0.8, 0.8, 0.8]]), iris=torch.tensor([[0.05, 0.1, 0.9]]))
+    parts = PartTexture(ict_home.part_names, 128)(blue_eyes)[0].permute(1, 2, 0).numpy()
+    write_image(tmp_path / "fit" / "uv_eyes_mouth.png", parts, text=text)
+
+    def blue_pixels(folder: str) -> int:
+        out = tmp_path / f"out_{folder}"
+        assert _render(out, "--albedo_map", str(tmp_path / folder / "uv_albedo.png"), "--views=0", "--shading",
+                       "albedo", "--resolution", "256") == 0
+        rgb = _face_pixels(_rgba(out / "view_+000.png"))
+        return int(((rgb[:, 2] > rgb[:, 0] + 0.3) & (rgb[:, 2] > rgb[:, 1] + 0.3)).sum())
+
+    assert blue_pixels("fit") > 20  # the fit's blue irises
+    assert blue_pixels("bare") == 0  # no parts map: the default brown irises

@@ -28,7 +28,8 @@ from utils.image_io import read_image, write_image
 from utils.safe_load import load_torch
 
 PHOTOS = ("0003_d3dfr.jpg", "0097_deepface.jpg")
-FACE_FILES = ("uv_albedo.png", "uv_albedo_head.png", "uv_albedo_coarse.png", "uv_unwrapped.png", "uv_confidence.png",
+FACE_FILES = ("uv_albedo.png", "uv_albedo_head.png", "uv_eyes_mouth.png", "uv_albedo_coarse.png", "uv_unwrapped.png",
+              "uv_confidence.png",
               "mesh.obj", "mesh.mtl", "mesh_neutral.obj", "mesh.glb", "coeffs.pt", "coeffs.json", "render.png",
               "summary.png", "loss.png", "log.txt", "metrics.json")
 
@@ -121,11 +122,15 @@ def test_mesh_opens_textured_in_trimesh(photo_dir, small_models, tmp_path, ict_m
     scene = trimesh.load(folder / "mesh.obj", force="scene")
     textured = [g for g in scene.geometry.values() if getattr(g.visual, "uv", None) is not None
                 and getattr(g.visual.material, "image", None) is not None]
-    assert len(textured) == 2  # the face with uv_albedo.png, the rest of the head with uv_albedo_head.png
+    # the face with uv_albedo.png, the rest of the head with uv_albedo_head.png, eyeballs, teeth and sockets with
+    # uv_eyes_mouth.png
+    assert len(textured) == 3
     assert all(g.visual.material.image.size == (64, 64) for g in textured)
-    assert sum(len(g.faces) for g in scene.geometry.values()) == 22288  # face + head/neck triangles of ICT
+    triangles = 22288 + len(ict_model.part_faces)  # face + head/neck + display parts of ICT
+    assert sum(len(g.faces) for g in scene.geometry.values()) == triangles
+    assert "map_Kd uv_eyes_mouth.png" in (folder / "mesh.mtl").read_text()
     glb = trimesh.load(folder / "mesh.glb", force="scene")
-    assert sum(len(g.faces) for g in glb.geometry.values()) == 22288
+    assert sum(len(g.faces) for g in glb.geometry.values()) == triangles
     for geometry in glb.geometry.values():  # PBR skin, not metal; each part's UVs in its own texture
         material = geometry.visual.material
         assert material.baseColorTexture is not None and material.metallicFactor == 0.0
