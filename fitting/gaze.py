@@ -7,7 +7,7 @@ projected, onto the photo's iris centre, moved by the fit's own error at
 that eye (the fitted eye's centre, iBUG points 36-41 or 42-47, minus the
 detected one), so that a fit that misplaces the eye does not turn it. The
 two unknowns per eye are solved by a few Gauss-Newton steps (the projection
-is nearly linear in them), with a weak pull to straight ahead, within
+is nearly linear in them; central-difference Jacobians), with a weak pull to straight ahead, within
 :data:`MAX_GAZE`. Faces without FaceMesh points, or whose irises were not
 measured (closed or hidden eyes, :func:`fitting.eye_probe.iris_colour`),
 look straight ahead.
@@ -35,6 +35,8 @@ STRAIGHT_PRIOR = 1.0
 #: iBUG-68 points of the image-left and image-right eye.
 IBUG_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 GAUSS_NEWTON_STEPS = 6
+#: Step of the central differences of the Jacobian, radians.
+DIFFERENCE = 1e-3
 
 
 def _iris_targets(dense: torch.Tensor, detected: torch.Tensor) -> torch.Tensor:
@@ -81,9 +83,10 @@ def fit_gaze(model: FaceModel, params: FaceParams, camera: PinholeCamera, dense_
 
     gaze = torch.zeros(B, 2, 2, device=vertices.device)
     for _ in range(GAUSS_NEWTON_STEPS):
-        # each face's and eye's residual depends on its own gaze only: the batch-summed Jacobian separates them
-        jacobian = torch.func.jacrev(lambda g: residual(g).sum(0))(gaze)  # (2, 4, B, 2, 2)
-        J = torch.diagonal(jacobian, dim1=0, dim2=3).permute(1, 3, 0, 2)  # (B, 2, 4, 2)
+        # each face's and eye's residual depends on its own gaze only: central differences in pitch and in yaw
+        # move every eye at once
+        J = torch.stack([(residual(gaze + DIFFERENCE * e) - residual(gaze - DIFFERENCE * e)) / (2 * DIFFERENCE)
+                         for e in torch.eye(2, device=gaze.device)], -1)  # (B, 2, 4, 2)
         r = residual(gaze)
         step = torch.linalg.solve(J.transpose(-1, -2) @ J + 1e-6 * torch.eye(2, device=J.device),
                                   -(J.transpose(-1, -2) @ r[..., None]))[..., 0]
