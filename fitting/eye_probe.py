@@ -49,8 +49,8 @@ LID_MARGIN = 0.04
 IRIS_MARGIN = 1.05
 
 
-def _eye_mask(points: np.ndarray, contour: tuple[int, ...], iris_points: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: one eye's sclera."""
+def _open_eye(points: np.ndarray, contour: tuple[int, ...], size: int) -> np.ndarray:
+    """(size, size) uint8: one eye's contour filled and shrunk away from the lids by :data:`LID_MARGIN`."""
     polygon = points[list(contour), :2]
     width = float(np.linalg.norm(polygon[0] - polygon[8]))
     mask = np.zeros((size, size), np.uint8)
@@ -58,11 +58,7 @@ def _eye_mask(points: np.ndarray, contour: tuple[int, ...], iris_points: np.ndar
     margin = int(round(LID_MARGIN * width))
     if margin > 0:
         mask = cv2.erode(mask, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
-    centre = iris_points[0, :2]
-    radius = float(np.linalg.norm(iris_points[1:, :2] - centre, axis=1).mean()) * IRIS_MARGIN
-    cv2.circle(mask, (int(round(centre[0] * 4)), int(round(centre[1] * 4))), int(round(radius * 4)), 0, -1,
-               shift=2)
-    return mask.astype(bool)
+    return mask
 
 
 def _iris_circle(iris_points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -70,15 +66,17 @@ def _iris_circle(iris_points: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, float(np.linalg.norm(iris_points[1:, :2] - centre, axis=1).mean())
 
 
+def _eye_mask(points: np.ndarray, contour: tuple[int, ...], iris_points: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: one eye's sclera."""
+    mask = _open_eye(points, contour, size)
+    (x, y), radius = _iris_circle(iris_points)
+    cv2.circle(mask, (int(round(x * 4)), int(round(y * 4))), int(round(radius * IRIS_MARGIN * 4)), 0, -1, shift=2)
+    return mask.astype(bool)
+
+
 def _iris_mask(points: np.ndarray, contour: tuple[int, ...], iris_points: np.ndarray, size: int) -> np.ndarray:
     """(size, size) bool: one eye's visible iris without its pupil."""
-    polygon = points[list(contour), :2]
-    width = float(np.linalg.norm(polygon[0] - polygon[8]))
-    eye = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(eye, [np.round(polygon * 4).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=2)
-    margin = int(round(LID_MARGIN * width))
-    if margin > 0:
-        eye = cv2.erode(eye, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    eye = _open_eye(points, contour, size)
     (x, y), radius = _iris_circle(iris_points)
     iris = np.zeros((size, size), np.uint8)
     cv2.circle(iris, (int(round(x * 4)), int(round(y * 4))), int(round(radius * 4 / IRIS_MARGIN)), 1, -1, shift=2)
@@ -133,23 +131,33 @@ def sclera_colour(image: torch.Tensor, dense_landmarks: torch.Tensor, dense_vali
         (zeros where not observed), and observed (B,) bool: enough sclera
         pixels (:data:`MIN_SCLERA_SHARE`; closed, hidden or undetected eyes are not).
     """
+    def measure(points: np.ndarray, pixels: torch.Tensor) -> torch.Tensor | None:
+        mask = np.zeros(pixels.shape[:2], bool)
+        for contour, iris_points in _eyes(points):
+            mask |= _eye_mask(points, contour, iris_points, len(mask))
+        widths = [np.linalg.norm(points[c[0], :2] - points[c[8], :2]) for c in EYE_CONTOURS]
+        sclera = pixels[torch.from_numpy(mask)]
+        if len(sclera) < MIN_SCLERA_SHARE * sum(w**2 for w in widths):
+            return None
+        brightness = sclera.mean(1)
+        return sclera[brightness >= brightness.median()].median(0).values
+
+    return _per_face(image, dense_landmarks, dense_valid, landmark_size, measure)
+
+
+def _per_face(image: torch.Tensor, dense_landmarks: torch.Tensor, dense_valid: torch.Tensor, landmark_size: int,
+              measure) -> tuple[torch.Tensor, torch.Tensor]:
+    """``measure(points (478, 3) in the image's pixels, pixels (H, H, 3)) -> (3,) colour or None`` of each face
+    with valid points: colours (B, 3) (zeros where not measured) and observed (B,) bool."""
     size = image.shape[-1]
-    masks = sclera_masks(dense_landmarks, dense_valid, landmark_size, size)
     pixels = image.detach().permute(0, 2, 3, 1).cpu()
     colour = torch.zeros(len(image), 3)
     observed = torch.zeros(len(image), dtype=torch.bool)
     points = dense_landmarks.detach().cpu().numpy() * (size / landmark_size)
     for b in range(len(image)):
-        if not dense_valid[b]:
-            continue
-        widths = [np.linalg.norm(points[b, c[0], :2] - points[b, c[8], :2]) for c in EYE_CONTOURS]
-        sclera = pixels[b][torch.from_numpy(masks[b])]
-        if len(sclera) < MIN_SCLERA_SHARE * sum(w**2 for w in widths):
-            continue
-        brightness = sclera.mean(1)
-        bright = sclera[brightness >= brightness.median()]
-        colour[b] = bright.median(0).values
-        observed[b] = True
+        value = measure(points[b], pixels[b]) if dense_valid[b] else None
+        if value is not None:
+            colour[b], observed[b] = value, True
     return colour.to(image.device), observed.to(image.device)
 
 
@@ -160,26 +168,19 @@ def iris_colour(image: torch.Tensor, dense_landmarks: torch.Tensor, dense_valid:
     Args and returns: as :func:`sclera_colour`; observed where the visible iris pixels, pupils left out, are
     at least :data:`MIN_IRIS_SHARE` of the two iris circles' area.
     """
-    size = image.shape[-1]
-    pixels = image.detach().permute(0, 2, 3, 1).cpu()
-    colour = torch.zeros(len(image), 3)
-    observed = torch.zeros(len(image), dtype=torch.bool)
-    points = dense_landmarks.detach().cpu().numpy() * (size / landmark_size)
-    for b in range(len(image)):
-        if not dense_valid[b]:
-            continue
-        mask = np.zeros((size, size), bool)
+    def measure(points: np.ndarray, pixels: torch.Tensor) -> torch.Tensor | None:
+        mask = np.zeros(pixels.shape[:2], bool)
         area = 0.0
-        for contour, iris_points in _eyes(points[b]):
-            mask |= _iris_mask(points[b], contour, iris_points, size)
+        for contour, iris_points in _eyes(points):
+            mask |= _iris_mask(points, contour, iris_points, len(mask))
             area += np.pi * _iris_circle(iris_points)[1] ** 2
-        iris = pixels[b][torch.from_numpy(mask)]
+        iris = pixels[torch.from_numpy(mask)]
         if len(iris) < max(MIN_IRIS_SHARE * area, 8):
-            continue
+            return None
         brightness = iris.mean(1)
-        colour[b] = iris[brightness <= brightness.quantile(0.8)].median(0).values
-        observed[b] = True
-    return colour.to(image.device), observed.to(image.device)
+        return iris[brightness <= brightness.quantile(0.8)].median(0).values
+
+    return _per_face(image, dense_landmarks, dense_valid, landmark_size, measure)
 
 
 def eye_albedo(colour: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
