@@ -143,7 +143,7 @@ def _eyeball_uvs(points: np.ndarray) -> np.ndarray:
 
 def _parts(mesh, source) -> dict[str, np.ndarray]:
     """The display parts' triangles, UVs and labels (see the module docstring), vertices after the kept
-    ones renumbered from :data:`NUM_KEPT_VERTICES` in order of first use. Returns the ``part_*`` arrays and
+    ones renumbered from :data:`NUM_KEPT_VERTICES` in source order. Returns the ``part_*`` arrays and
     ``vertices`` (Vp,), the source index of each part vertex."""
     faces, faces_uv, uvs, labels = [], [], [], []
     for label, (name, ranges) in enumerate(PARTS):

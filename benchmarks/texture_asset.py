@@ -60,7 +60,7 @@ from models.colour import delta_e, srgb_to_lab
 from models.face_model import FaceModel
 from models.head_texture import HeadTexture, head_texture_for
 from models.lighting import light_preset
-from models.part_texture import EyeColours, PartTexture, resize_tile
+from models.part_texture import display_atlas
 from models.uv_layout import UVLayout
 from models.view_rendering import contact_sheet, mesh_from_face_model, render_views
 from utils.image_io import read_image, write_image
@@ -159,20 +159,6 @@ def _frontal_identity(embedder: IdentityEmbedder, photo: np.ndarray, box, render
     return float(np.linalg.norm(embedder(photo, box) - rendered))
 
 
-def _display_atlas(face_model: FaceModel, atlas: torch.Tensor, folder: Path) -> torch.Tensor:
-    """The head atlas (3, R, 2R) with the fit's eyeballs, teeth and sockets tile (``uv_eyes_mouth.png``, the
-    default colours for a fit without one) for a face model with display parts."""
-    if not face_model.has_parts:
-        return atlas
-    R = atlas.shape[-2]
-    path = folder / "uv_eyes_mouth.png"
-    if path.is_file():
-        parts = torch.from_numpy(read_image(path).copy()).permute(2, 0, 1).float()[None] / 255
-    else:
-        parts = PartTexture(face_model.part_names, R)(EyeColours.default())
-    return torch.cat([atlas, resize_tile(parts, R)[0]], -1)
-
-
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.texture_asset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,7 +204,10 @@ def run(args, argv: list[str]) -> list[dict]:
         seams = seam_colour_difference(atlas, sides).numpy()
         coeffs = torch.load(folder / "coeffs.pt", weights_only=True)
         mesh = mesh_from_face_model(face_model, coeffs["identity"], coeffs["expression"], coeffs.get("gaze"))
-        display = _display_atlas(face_model, atlas, folder)
+        parts = folder / "uv_eyes_mouth.png"  # the fit's eyes, teeth and sockets (default colours without)
+        parts = torch.from_numpy(read_image(parts).copy()).permute(2, 0, 1)[None] / 255 if parts.is_file() else None
+        with torch.no_grad():
+            display = display_atlas(face_model, albedo[None], parts_tile=parts)[0]
         frontal = render_views(mesh, display, [0.0], light_preset("frontal"), resolution=512)[0]
         grey = (frontal[:3] * frontal[3:] + 0.5 * (1 - frontal[3:])).permute(1, 2, 0).numpy()
         box = ProcessedFace.load(fit_dir / "processed_data" / f"{photo.stem}.pt").face_box[0].tolist()

@@ -15,8 +15,9 @@ file                    content
                         (:class:`models.head_texture.HeadTexture`); not written for
                         face models without that tile
 ``uv_eyes_mouth.png``   the display parts' texture (:mod:`models.part_texture`): the
-                        eyeballs (the photo's sclera and iris colours, de-lit, painted
-                        with a pupil), teeth, gums and tongue, mouth and eye sockets;
+                        eyeballs (a standard sclera and the photo's iris measured against
+                        it, painted with a pupil), teeth, gums and tongue, mouth and eye
+                        sockets;
                         for face models with parts (ICT)
 ``uv_albedo_1024.png``  with ``outputs.uv_1024``: the final albedo at 1024 texels,
                         ``uv_albedo.png`` enlarged plus the photo's detail above 512

@@ -31,7 +31,7 @@ from assets import load_installed_face_model
 from models.config import LIGHT_PRESETS, SHADING_MODES
 from models.face_model import FaceModel
 from models.lighting import light_preset
-from models.part_texture import display_atlas, resize_tile
+from models.part_texture import display_atlas
 from models.uv_albedo_model import UVAlbedoModel
 from models.view_rendering import ViewMesh, contact_sheet, mesh_from_face_model, mesh_from_obj, render_views
 from utils.atomic import atomic_path
@@ -152,10 +152,7 @@ def render(config: RenderConfig, albedo_path: Path | None, output: Path, mesh_pa
     else:
         sh = light_preset(config.light).to(device)
     with torch.no_grad():
-        texture = display_atlas(face_model, albedo[None])[0]
-        if parts is not None:
-            R = albedo.shape[-1]
-            texture[:, :, 2 * R :] = resize_tile(parts[None].to(device), R)[0]
+        texture = display_atlas(face_model, albedo[None], parts_tile=None if parts is None else parts[None])[0]
     with FolderLock(output, "render_3d_face.py"):
         images = render_views(mesh, texture, list(config.views), sh, config.shading, config.resolution, config.pitch)
         for yaw, image in zip(config.views, images):

@@ -16,8 +16,9 @@ square, inset so that bilinear sampling never reaches a neighbour.
   occlusion no viewer renders (the toolkit's renderer and a glTF viewer light
   the inside of a mouth as if it were open sky).
 
-The sclera and iris colours are the photo's, de-lit (:class:`EyeColours`);
-without a photo, :data:`DEFAULT_SCLERA` and :data:`DEFAULT_IRIS`.
+The eye colours are :class:`EyeColours` (a fit's: :func:`fitting.eye_probe.eye_colours`, the standard
+sclera and the photo's iris measured against it); without a photo, :data:`DEFAULT_SCLERA` and
+:data:`DEFAULT_IRIS`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from torch import nn
 from .face_model import FaceModel
 from .head_texture import head_texture_for
 
-__all__ = ["EyeColours", "PartTexture", "display_atlas", "display_mesh", "IRIS_UV_RADIUS", "IRIS_RADIUS_M",
-           "PART_COLOURS", "DEFAULT_SCLERA", "DEFAULT_IRIS"]
+__all__ = ["EyeColours", "PartTexture", "place_part_uvs", "display_atlas", "display_mesh", "IRIS_UV_RADIUS",
+           "IRIS_RADIUS_M", "PART_COLOURS", "DEFAULT_SCLERA", "DEFAULT_IRIS"]
 
 #: Radius of the iris's rim in an eyeball's UV square (its centre at (0.5, 0.5)).
 IRIS_UV_RADIUS = 0.2
@@ -85,6 +86,17 @@ def _square_origin(index: int, side: int) -> tuple[float, float]:
     return column / side, 1 - (row + 1) / side
 
 
+def place_part_uvs(part_uvs: torch.Tensor, part_faces_uv: torch.Tensor, part_labels: torch.Tensor,
+                   num_parts: int) -> torch.Tensor:
+    """(Tp, 2) the parts' UVs (each part's own [0, 1]^2) placed in their squares of the parts tile, each UV
+    vertex in the part of the faces (Fp, 3) that use it (labels (Fp,) of ``num_parts`` parts)."""
+    side = _grid_side(num_parts)
+    label = torch.zeros(len(part_uvs), dtype=torch.long, device=part_uvs.device)
+    label[part_faces_uv.reshape(-1)] = part_labels.repeat_interleave(3)
+    origin = torch.tensor([_square_origin(i, side) for i in range(max(num_parts, 1))], device=part_uvs.device)
+    return origin[label] + (SQUARE_INSET + part_uvs * (1 - 2 * SQUARE_INSET)) / side
+
+
 class PartTexture(nn.Module):
     """The parts' texture tile (see the module docstring).
 
@@ -98,7 +110,6 @@ class PartTexture(nn.Module):
         self.part_names = list(part_names)
         self.resolution = R = resolution
         side = _grid_side(len(self.part_names))
-        self.side = side
         # per texel: which square, and the position in the square's [0, 1]^2 (v up)
         centres = (torch.arange(R, dtype=torch.float32) + 0.5) / R
         v, u = torch.meshgrid(1 - centres, centres, indexing="ij")
@@ -124,14 +135,6 @@ class PartTexture(nn.Module):
         weights = torch.rand(len(cycles), generator=generator) / cycles.sqrt()
         wave = (weights[:, None] * torch.sin(cycles[:, None] * angle + phases[:, None])).sum(0)
         return (wave - wave.mean()) / wave.std()
-
-    def uvs(self, part_uvs: torch.Tensor, part_faces_uv: torch.Tensor, part_labels: torch.Tensor) -> torch.Tensor:
-        """(Tp, 2) the parts' UVs placed in their squares of the tile (each UV vertex in its faces' part)."""
-        label = torch.zeros(len(part_uvs), dtype=torch.long, device=part_uvs.device)
-        label[part_faces_uv.reshape(-1)] = part_labels.repeat_interleave(3)
-        origin = torch.tensor([_square_origin(i, self.side) for i in range(max(len(self.part_names), 1))],
-                              device=part_uvs.device)
-        return origin[label] + (SQUARE_INSET + part_uvs * (1 - 2 * SQUARE_INSET)) / self.side
 
     def _eye(self, eyes: EyeColours) -> torch.Tensor:
         """(B, 3, R, R) the eyeball's colour at every texel's position in the eyeball square."""
@@ -159,18 +162,23 @@ class PartTexture(nn.Module):
         return tile.contiguous()
 
 
-def display_atlas(face_model: FaceModel, face_map: torch.Tensor, eyes: EyeColours | None = None) -> torch.Tensor:
+def display_atlas(face_model: FaceModel, face_map: torch.Tensor, eyes: EyeColours | None = None,
+                  parts_tile: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 3, R, N * R) the texture of the whole display mesh: the head atlas of face maps (B, 3, R, R)
-    (:class:`~models.head_texture.HeadTexture`) and, for a model with display parts, their tile
-    (:class:`PartTexture`, default eye colours without ``eyes``)."""
+    (:class:`~models.head_texture.HeadTexture`) and, for a model with display parts, their tile: a given
+    ``parts_tile`` (B or 1, 3, r, r) (a fit's ``uv_eyes_mouth.png``, resampled to R), else
+    :class:`PartTexture`'s for ``eyes`` (default eye colours without)."""
     R = face_map.shape[-1]
     atlas = head_texture_for(face_model, R).to(face_map.device)(face_map)
     if not face_model.has_parts:
         return atlas
     if atlas.shape[-1] == R:  # the parts' tile is the third: keep a (blank) second one
         atlas = torch.cat([atlas, torch.zeros_like(atlas)], -1)
-    eyes = eyes or EyeColours.default(len(face_map), face_map.device)
-    parts = PartTexture(face_model.part_names, R).to(face_map.device)(eyes)
+    if parts_tile is not None:
+        parts = resize_tile(parts_tile.to(face_map), R).expand(len(face_map), -1, -1, -1)
+    else:
+        eyes = eyes or EyeColours.default(len(face_map), face_map.device)
+        parts = PartTexture(face_model.part_names, R).to(face_map.device)(eyes)
     return torch.cat([atlas, parts], -1)
 
 
@@ -181,8 +189,8 @@ def display_mesh(face_model: FaceModel, vertices: torch.Tensor) -> tuple[torch.T
     faces, faces_uv, uvs = face_model.head_faces, face_model.head_faces_uv, face_model.uvs
     if not face_model.has_parts or vertices.shape[-2] == face_model.num_vertices:
         return faces, faces_uv, uvs
-    placed = PartTexture(face_model.part_names, 16).uvs(face_model.part_uvs, face_model.part_faces_uv,
-                                                        face_model.part_labels)
+    placed = place_part_uvs(face_model.part_uvs, face_model.part_faces_uv, face_model.part_labels,
+                            len(face_model.part_names))
     return (torch.cat([faces, face_model.part_faces]), torch.cat([faces_uv, face_model.part_faces_uv + len(uvs)]),
             torch.cat([uvs, placed + torch.tensor([2.0, 0.0], device=uvs.device)]))
 

@@ -12,6 +12,7 @@ from models.part_texture import (
     EyeColours,
     PartTexture,
     display_atlas,
+    place_part_uvs,
 )
 from models.view_rendering import mesh_from_face_model, render_views
 
@@ -33,7 +34,7 @@ def test_the_eyeball_square_has_pupil_iris_and_sclera_and_the_flat_parts_their_c
     label = NAMES.index("eyeballs")
     along = torch.linspace(0, 0.45, 45)
     local = torch.stack([0.5 + along, torch.full_like(along, 0.5)], 1)
-    uv = texture.uvs(local, torch.arange(45).view(15, 3), torch.full((15,), label))
+    uv = place_part_uvs(local, torch.arange(45).view(15, 3), torch.full((15,), label), len(NAMES))
     radius = along / IRIS_UV_RADIUS
     colour = _sample(tile, uv)
     assert colour[radius < 0.2].max() < 0.05  # the pupil
@@ -43,7 +44,7 @@ def test_the_eyeball_square_has_pupil_iris_and_sclera_and_the_flat_parts_their_c
     # the flat parts: any UV of their square, corners included, samples their colour only
     corners = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
     for name in ("teeth", "gums_tongue", "mouth_socket", "eye_sockets"):
-        uv = texture.uvs(corners, torch.arange(6).view(2, 3), torch.full((2,), NAMES.index(name)))
+        uv = place_part_uvs(corners, torch.arange(6).view(2, 3), torch.full((2,), NAMES.index(name)), len(NAMES))
         torch.testing.assert_close(_sample(tile, uv), torch.tensor([PART_COLOURS[name]]).expand(6, 3))
 
 
