@@ -59,6 +59,13 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _say(line: str) -> None:
+    """Write one line to stderr in one write, so that the lines of processes sharing it (``torchrun`` ranks)
+    never run into each other (``print`` writes the line and its newline separately)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def run_main(main: Callable[[], int], verbose: bool) -> int:
     """Run ``main`` with clean stops on signals; errors become a one-line message and exit code 2."""
     try:
@@ -67,12 +74,12 @@ def run_main(main: Callable[[], int], verbose: bool) -> int:
     except (ToolkitError, OSError) as err:
         if verbose:
             logging.getLogger("uvapm").exception("failed")
-        print(f"error: {error_reason(err)}", file=sys.stderr)
+        _say(f"error: {error_reason(err)}")
         return 2
     except Interrupted as err:
-        print(f"interrupted by {err}; only complete output files were kept", file=sys.stderr)
+        _say(f"interrupted by {err}; only complete output files were kept")
         end_by_signal(err.signum)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
