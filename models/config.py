@@ -215,6 +215,10 @@ class UVAPMBuildConfig:
         power_iters: extra passes refining the subspace.
         imputation: low-confidence texels: "em" (posterior mean under the current model) or "mean".
         em_passes: further passes when some confidence is below 1 (EM re-imputation).
+        robust_rounds: rebuilds, each without the texels the previous model finds to be outliers (occluders,
+            highlights, shadows the unwrapping let through); 0 is a plain PCA.
+        robust_components: leading components per channel the outliers are judged against.
+        outlier_threshold: robust spreads of a texel's residuals beyond which it is an outlier.
         seed: seeds the random sketch.
         device: cpu, cuda, cuda:N or auto.
     """
@@ -229,13 +233,17 @@ class UVAPMBuildConfig:
     power_iters: int = 2
     imputation: str = "em"
     em_passes: int = 6
+    robust_rounds: int = 0
+    robust_components: int = 20
+    outlier_threshold: float = 4.0
     seed: int = 0
     device: str = "cpu"
 
     def check(self) -> None:
         """Raise :class:`~utils.config.ConfigError` naming the first invalid value."""
         minimum = {"components": 1, "resolution": 2, "batch_size": 1, "workers": 1, "oversample": 0,
-                   "power_iters": 0, "em_passes": 0}
+                   "power_iters": 0, "em_passes": 0, "robust_rounds": 0, "robust_components": 1,
+                   "outlier_threshold": 1e-6}
         for key, low in minimum.items():
             if getattr(self, key) < low:
                 raise ConfigError(f"{key} must be >= {low}, got {getattr(self, key)}")

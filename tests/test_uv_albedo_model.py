@@ -25,7 +25,7 @@ from models.uv_albedo_model import (
     load_uv_albedo_model,
     save_uv_albedo_model,
 )
-from models.uv_albedo_model.build import streaming_channel_pca
+from models.uv_albedo_model.build import UVMapFolder, build_uv_albedo_model, outlier_weights, streaming_channel_pca
 from models.uv_albedo_model.command import main
 from utils.atomic import save_npz
 from utils.errors import FileFormatError, ToolkitError
@@ -49,13 +49,15 @@ class Truth:
         return np.sqrt(np.einsum("ck,ckd->cd", self.std**2, self.basis**2) + self.noise**2)
 
 
-def _truth(num_maps=200, resolution=16, K=5, noise=1e-3, seed=0) -> Truth:
+def _truth(num_maps=200, resolution=16, K=5, noise=1e-3, seed=0, scale=1.0) -> Truth:
+    """Maps of a random model; ``scale`` multiplies the components' std (1: unit-norm components of std 0.1 to
+    0.025, so a texel varies by 0.1 / resolution at most)."""
     rng = np.random.default_rng(seed)
     D = resolution * resolution
     rows, cols = (np.mgrid[0:resolution, 0:resolution] + 0.5) / resolution
     mean = np.stack([0.62 + 0.1 * cols, 0.45 + 0.1 * rows, 0.35 + 0.05 * rows * cols]).reshape(3, D)
     basis = np.stack([np.linalg.qr(rng.standard_normal((D, K)))[0].T for _ in range(3)])
-    std = np.geomspace(0.1, 0.025, K)[None] * np.array([[1.0], [0.9], [0.8]])
+    std = scale * np.geomspace(0.1, 0.025, K)[None] * np.array([[1.0], [0.9], [0.8]])
     coeffs = rng.standard_normal((num_maps, 3, K))
     maps = mean + np.einsum("nck,ck,ckd->ncd", coeffs, std, basis) + noise * rng.standard_normal((num_maps, 3, D))
     return Truth(mean, basis, std, noise, maps.reshape(num_maps, 3, resolution, resolution).astype(np.float32))
@@ -173,6 +175,56 @@ def test_texels_no_map_sees_take_the_global_mean():
     np.testing.assert_allclose(mean[:, :, :4], np.broadcast_to(seen.mean((0, 2, 3))[:, None, None], (3, 16, 4)),
                                atol=1e-6)
     np.testing.assert_allclose(mean[:, :, 4:], seen.mean(0), atol=1e-6)
+
+
+def _with_frames(truth: Truth, share=0.15, seed=2) -> tuple[Truth, np.ndarray]:
+    """A share of the maps get a dark 'glasses frame' (a 2-texel line of random row, start and length) at full
+    confidence; returns the maps and the (N, R, R) mask of the frames' texels."""
+    rng = np.random.default_rng(seed)
+    maps = truth.maps.copy()
+    N, _, R, _ = maps.shape
+    frames = np.zeros((N, R, R), bool)
+    for i in rng.choice(N, int(share * N), replace=False):
+        row, start = rng.integers(4, R - 6), rng.integers(0, R // 2)
+        frames[i, row: row + 2, start: start + rng.integers(R // 3, R // 2)] = True
+    maps[np.broadcast_to(frames[:, None], maps.shape)] = 0.05
+    return Truth(truth.mean, truth.basis, truth.std, truth.noise, maps), frames
+
+
+def test_robust_rounds_keep_occluders_out_of_the_model(tmp_path):
+    # components that vary a texel by up to 0.05 (skin tone and structure), frames 0.5 darker than the skin
+    everything = _truth(num_maps=220, resolution=32, K=5, noise=0.005, scale=16)
+    truth = dataclasses.replace(everything, maps=everything.maps[:200])
+    clean = everything.maps[200:]  # held-out maps of the same faces' model, without frames
+    framed, frames = _with_frames(truth)
+    K = 8  # room for the frames: a plain PCA spends its extra components on them
+    plain = streaming_channel_pca(_batches(framed, weighted=False), K)
+    weights, share = outlier_weights(_batches(framed, weighted=False), plain, components=5)
+    rejected = weights.numpy()[:, 0] < 0.5
+    assert share == pytest.approx(rejected.mean())
+    assert rejected[frames].mean() > 0.95  # the frames are found...
+    assert rejected[~frames].mean() < 0.03  # ...and little else, though this model is half made of frames
+
+    for i, image in enumerate(np.clip(framed.maps, 0, 1)):
+        write_image(tmp_path / f"face{i:03d}.png", image.transpose(1, 2, 0), text={"uv_layout_id": "layout-a"})
+        write_image(tmp_path / f"face{i:03d}_conf.png", np.ones((32, 32)))
+    models = {rounds: build_uv_albedo_model(tmp_path, components=K, resolution=32, robust_rounds=rounds,
+                                            robust_components=5, em_passes=3, progress=False)[0]
+              for rounds in (0, 2)}
+    framed_often = frames.sum(0) >= 3
+    reference = (np.round(np.clip(truth.maps, 0, 1) * 255) / 255).mean(0)  # the written maps' mean without frames
+    errors = {}
+    for rounds, data in models.items():
+        mean_error = np.abs(data.mean - reference)[:, framed_often].mean()
+        model = UVAlbedoModel(data)
+        with torch.no_grad():
+            recon = model(model.encode(torch.from_numpy(clean), ridge=1e-3))
+        errors[rounds] = (mean_error, float((recon - torch.from_numpy(clean)).square().mean().sqrt()))
+    # Where three or more frames pile up, a plain PCA's mean is darker by 0.008; the robust one's is the clean maps'.
+    assert errors[0][0] > 0.005 and errors[2][0] < 0.15 * errors[0][0], errors
+    # The robust model's components are the faces' own: held-out clean maps are represented better.
+    assert errors[2][1] < 0.8 * errors[0][1], errors
+    assert _largest_sine(truth.basis, models[2].basis[:, :5]) < 0.3
 
 
 def test_too_few_maps_is_a_clear_error():
@@ -393,6 +445,24 @@ def test_build_command_end_to_end(tmp_path, capsys):
     rc = main(["build", "--input_dir", str(maps_dir), "--output", str(tmp_path / "x.npz"), "--set", "components=0"])
     assert rc == 2 and "components must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_maps_are_resized_weighted_by_their_confidence(tmp_path):
+    """A model texel that straddles the edge of what the photo showed takes the seen part's colour: downsizing
+    must not blend in the garbage beyond the edge (the tinted staircase along a UV island's border)."""
+    skin, garbage = np.array([0.8, 0.6, 0.5]), np.array([0.1, 0.3, 0.9])
+    image = np.broadcast_to(skin, (64, 64, 3)).copy()
+    conf = np.ones((64, 64))
+    image[:, 22:], conf[:, 22:] = garbage, 0  # the edge cuts through the model texels of columns 20..23
+    write_image(tmp_path / "face.png", image, text={"uv_layout_id": "layout-a"})
+    write_image(tmp_path / "face_conf.png", conf)
+    maps, confidence = next(iter(UVMapFolder(tmp_path, 16)))
+    np.testing.assert_allclose(maps[0, :, :, :6].permute(1, 2, 0).numpy(), np.broadcast_to(skin, (16, 6, 3)),
+                               atol=1 / 255)
+    np.testing.assert_allclose(confidence[0, 0, :, 5].numpy(), 0.5, atol=1 / 255)  # half seen
+    np.testing.assert_allclose(confidence[0, 0, :, 6:].numpy(), 0)
+    np.testing.assert_allclose(maps[0, :, :, 6:].permute(1, 2, 0).numpy(), np.broadcast_to(garbage, (16, 10, 3)),
+                               atol=1 / 255)  # unseen texels keep their (weightless) values
 
 
 def test_build_command_refuses_maps_of_unknown_or_mixed_layouts(tmp_path, capsys):

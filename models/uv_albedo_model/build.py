@@ -37,6 +37,23 @@ model, so every covariance pass imputes them: ``a = c (x - mean) + (1 - c) f``.
   EM converges at a rate set by the fraction of missing information, so
   when some confidence is below 1 the build runs ``em_passes`` more passes.
 
+**Robust rounds** (``robust_rounds``). A map's confidence says where its
+photo showed the face, not whether what it showed is skin: glasses frames,
+hair strands, specular highlights and shadows the unwrapping did not reject
+enter the model as variation of their own (the "ghosts" of glasses in its
+samples). After a build, every map is projected on the model's first
+``robust_components`` components (the population's common structure; the
+later components are where single maps' oddities live) and each texel's
+residual is compared with the spread of the residuals of all maps at that
+texel (1.4826 x their median absolute value, per channel, smoothed over 5x5
+texels). Texels beyond ``outlier_threshold`` times that spread in any
+channel, grown into neighbours beyond half of it (the edges and blur of a
+frame), get confidence 0; each map is projected again without them (an
+occluder biases its map's whole projection) and judged again, three times.
+The model is then built again with those texels imputed like unseen ones.
+Each round recomputes the rejection from the original confidences with the
+latest model.
+
 EM converges at a rate set by the fraction of missing information; with
 heavily masked data raise ``em_passes`` (each is a full pass over the maps).
 How well each setting recovers a known model, and the cost per map and pass,
@@ -46,8 +63,9 @@ are measured by ``python -m benchmarks.bm_uvapm_build`` (numbers in README).
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +73,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from utils.cli import count
@@ -64,7 +83,7 @@ from utils.image_io import list_images, read_image, read_png_text
 
 from .model import UVAlbedoModel, UVAlbedoModelData
 
-__all__ = ["UVMapFolder", "ChannelPCA", "streaming_channel_pca", "build_uv_albedo_model"]
+__all__ = ["UVMapFolder", "ChannelPCA", "streaming_channel_pca", "outlier_weights", "build_uv_albedo_model"]
 
 logger = logging.getLogger("uvapm.uv_albedo_model")
 
@@ -75,7 +94,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]
 class UVMapFolder:
     """The UV maps of a folder (recursive) as a re-iterable stream of batches.
 
-    Each map is area-resized to ``resolution``. ``x<suffix>.<ext>`` next to
+    Each map is area-resized to ``resolution``, weighted by its confidence. ``x<suffix>.<ext>`` next to
     ``x.<ext2>`` is its confidence map (first channel / 255, same size as the
     map; the same pairing as the detail generator's dataset); maps without
     one get confidence 1. Maps that cannot be used (unreadable, not square,
@@ -154,20 +173,26 @@ class UVMapFolder:
             raise FileFormatError(path, f"UV map is {size[1]}x{size[0]}, expected a square image")
         if like is not None and size != like:
             raise FileFormatError(path, f"confidence map is {size[1]}x{size[0]}, its UV map is {like[1]}x{like[0]}")
-        image = image.astype(np.float32) / 255.0
-        if size[0] != self.resolution or size[1] != self.resolution:
-            image = cv2.resize(image, (self.resolution, self.resolution), interpolation=cv2.INTER_AREA)
-        return image, size
+        return image.astype(np.float32) / 255.0, size
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (self.resolution, self.resolution), interpolation=cv2.INTER_AREA)
 
     def load(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """(3, R, R) map and (1, R, R) confidence of one file."""
+        """(3, R, R) map and (1, R, R) confidence of one file.
+
+        The map is resized weighted by its confidence (a texel of the model that straddles the edge of what a
+        photo showed, or of a UV island, takes the colour of the part seen, not a blend with what lies beyond),
+        the confidence by its area."""
         image, size = self._read(path)
         conf_path = self.confidence_paths.get(path)
-        if conf_path is None:
-            conf = np.ones((1, self.resolution, self.resolution), np.float32)
-        else:
-            conf = self._read(conf_path, like=size)[0][None, :, :, 0]
-        return image.transpose(2, 0, 1), conf
+        conf = np.ones(size, np.float32) if conf_path is None else self._read(conf_path, like=size)[0][..., 0]
+        if size != (self.resolution, self.resolution):
+            area = self._resize(image)
+            weighted = self._resize(image * conf[..., None])
+            conf = self._resize(conf)
+            image = np.where(conf[..., None] > 1e-4, weighted / np.maximum(conf[..., None], 1e-4), area)
+        return image.transpose(2, 0, 1), conf[None]
 
     def _try_load(self, path: Path):
         try:
@@ -405,6 +430,103 @@ def streaming_channel_pca(
     )
 
 
+class _Reweighted:
+    """A batch stream whose confidences are multiplied by per-map weights (N, 1, R, R), in stream order."""
+
+    def __init__(self, batches: Iterable[Batch], weights: torch.Tensor):
+        self.batches, self.weights = batches, weights
+
+    @property
+    def num_maps(self) -> int:
+        return len(self.weights)
+
+    def __iter__(self) -> Iterator[Batch]:
+        start = 0
+        for maps, conf in self.batches:
+            weight = self.weights[start: start + len(maps)]
+            start += len(maps)
+            yield maps, weight if conf is None else conf * weight
+
+
+def _project(centred: torch.Tensor, weight: torch.Tensor, design: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Residuals (n, 3, D) of centred maps (n, 3, D) after their weighted least-squares fit (weights (n, 1, D))
+    on ``design`` (3, k, D) with a ridge."""
+    eye = torch.eye(design.shape[1], dtype=torch.float64, device=design.device)
+    gram = torch.stack([(design * w) @ design.transpose(1, 2) for w in weight[:, 0]]).double()
+    rhs = torch.einsum("ncd,ckd->nck", centred * weight, design).double()
+    coeffs = torch.linalg.solve(gram + ridge * eye, rhs.unsqueeze(-1)).squeeze(-1).float()
+    return centred - torch.einsum("nck,ckd->ncd", coeffs, design)
+
+
+def _hysteresis(score: torch.Tensor, high: float, low: float, resolution: int, grow: int = 4) -> torch.Tensor:
+    """(n, 1, D) bool: texels whose score (n, 1, D) is above ``high``, grown by up to ``grow`` texels into
+    neighbours above ``low``."""
+    candidate = (score > low).view(-1, 1, resolution, resolution)
+    core = (score > high).view(-1, 1, resolution, resolution).float()
+    for _ in range(grow):
+        core = F.max_pool2d(core, 3, 1, 1) * candidate
+    return core.bool().flatten(2)
+
+
+def outlier_weights(batches: Iterable[Batch], pca: ChannelPCA, components: int = 20, threshold: float = 4.0,
+                    seen: float = 0.5, ridge: float = 1e-3, iterations: int = 3, progress: bool = False
+                    ) -> tuple[torch.Tensor, float]:
+    """Per-texel weights (N, 1, R, R) in {0, 1}, 0 where a map is an outlier to the model (see module docstring),
+    and the share of the judged texels that are.
+
+    Args:
+        batches: the maps the model was built from, in the same order (read twice).
+        pca: the model.
+        components: leading components per channel the maps are projected on.
+        threshold: a residual beyond this many robust spreads of the texel's residuals (in any channel) is an
+            outlier, and so are its neighbours beyond half of it (the edges of an occluder).
+        seen: texels with confidence above this are judged (and estimate the spreads); the others keep 1.
+        ridge: the projection's ridge (noise variance of a texel, std units).
+        iterations: projections per map, each without the outliers the previous one found (an occluder biases
+            the projection of the whole map).
+    """
+    C, D = pca.mean.shape
+    R = math.isqrt(D)
+    k = min(components, pca.basis.shape[1])
+    design = pca.basis[:, :k] * pca.std[:, :k, None]  # (3, k, D)
+
+    def judged(batch):
+        maps, conf = _flat(batch, design.device)
+        conf = torch.ones_like(maps[:, :1]) if conf is None else conf
+        return maps - pca.mean, conf, conf > seen
+
+    residuals = []
+    with _progress(batches, "robust pass 1/2: residual spreads", progress) as bar:
+        for batch in batches:
+            centred, conf, sure = judged(batch)
+            residuals.append(torch.where(sure, _project(centred, conf, design, ridge), torch.nan).half().cpu())
+            bar.update(len(centred))
+    residuals = torch.cat(residuals).float()  # (N, 3, D), NaN where not judged
+    spread = 1.4826 * residuals.abs().nanmedian(0).values  # (3, D)
+    known = ~spread.isnan()
+    fallback = torch.stack([s[m].median() if m.any() else s.new_tensor(1.0) for s, m in zip(spread, known)])
+    spread = torch.where(known, spread, fallback[:, None]).view(1, C, R, R)
+    spread = F.avg_pool2d(spread, 5, 1, 2, count_include_pad=False).clamp_min(1e-3).view(1, C, D).to(design.device)
+    del residuals
+
+    weights, outliers, seen_texels = [], 0, 0
+    with _progress(batches, "robust pass 2/2: outliers", progress) as bar:
+        for batch in batches:
+            centred, conf, sure = judged(batch)
+            outlier = torch.zeros_like(sure)
+            for _ in range(iterations):
+                residual = _project(centred, conf * ~outlier, design, ridge)
+                score = (residual.abs() / spread).amax(1, keepdim=True)
+                outlier = _hysteresis(score, threshold, threshold / 2, R) & sure
+            weights.append((~outlier).float().view(-1, 1, R, R).cpu())
+            outliers, seen_texels = outliers + int(outlier.sum()), seen_texels + int(sure.sum())
+            bar.update(len(centred))
+    share = outliers / max(seen_texels, 1)
+    logger.info("%.2f%% of the %d texels seen in the maps are outliers to the model (%d components, %.1f spreads)",
+                100 * share, seen_texels, k, threshold)
+    return torch.cat(weights), share
+
+
 def build_uv_albedo_model(
     input_dir: str | os.PathLike,
     components: int = 100,
@@ -417,13 +539,20 @@ def build_uv_albedo_model(
     power_iters: int = 2,
     imputation: str = "em",
     em_passes: int = 6,
+    robust_rounds: int = 0,
+    robust_components: int = 20,
+    outlier_threshold: float = 4.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    on_round: Callable[[int, UVAlbedoModelData, float], None] | None = None,
 ) -> tuple[UVAlbedoModelData, dict[Path, str]]:
     """Build a UV albedo model from the maps of a folder (see module docstring).
 
     ``uv_layout_id`` "" takes the layout the maps carry (:meth:`UVMapFolder.uv_layout_id`).
+    ``on_round(round, model, rejected)``, when given, sees the model of every robust round (0: the plain PCA)
+    before the next one, without its coefficient covariance, and the share of the seen texels it was built
+    without.
 
     Returns:
         The model and the skipped files (path -> reason).
@@ -436,25 +565,37 @@ def build_uv_albedo_model(
     uv_layout_id = uv_layout_id or source.uv_layout_id()
     logger.info("%d UV maps (%d with confidence maps) under %s", len(source.paths), len(source.confidence_paths),
                 input_dir)
+    def build(batches) -> ChannelPCA:
+        return streaming_channel_pca(batches, components, oversample=oversample, power_iters=power_iters,
+                                     imputation=imputation, em_passes=em_passes, seed=seed, device=device,
+                                     progress=progress)
+
+    def model_data(pca: ChannelPCA) -> UVAlbedoModelData:
+        return UVAlbedoModelData(mean=pca.mean.reshape(3, resolution, resolution).cpu().numpy(),
+                                 basis=pca.basis.cpu().numpy(), std=pca.std.cpu().numpy(),
+                                 explained_variance_ratio=pca.explained_variance_ratio.cpu().numpy(),
+                                 uv_layout_id=uv_layout_id, num_maps=pca.num_maps)
+
+    batches, rejected = source, 0.0
     try:
-        pca = streaming_channel_pca(source, components, oversample=oversample, power_iters=power_iters,
-                                    imputation=imputation, em_passes=em_passes, seed=seed, device=device,
-                                    progress=progress)
+        pca = build(source)
+        for round_ in range(robust_rounds):
+            if on_round is not None:
+                on_round(round_, model_data(pca), rejected)
+            logger.info("robust round %d of %d", round_ + 1, robust_rounds)
+            weights, rejected = outlier_weights(source, pca, robust_components, outlier_threshold, progress=progress)
+            batches = _Reweighted(source, weights)
+            pca = build(batches)
     finally:
         if source.failed:
             logger.warning("%d of %d files skipped (unreadable or not a UV map)", len(source.failed), len(source.paths))
     explained = pca.explained_variance_ratio.sum(1).tolist()
     logger.info("built from %d maps: %d components per channel at %dx%d explain %.1f%% / %.1f%% / %.1f%% (R/G/B)",
                 pca.num_maps, components, resolution, resolution, *(100 * e for e in explained))
-    data = UVAlbedoModelData(
-        mean=pca.mean.reshape(3, resolution, resolution).cpu().numpy(),
-        basis=pca.basis.cpu().numpy(),
-        std=pca.std.cpu().numpy(),
-        explained_variance_ratio=pca.explained_variance_ratio.cpu().numpy(),
-        uv_layout_id=uv_layout_id,
-        num_maps=pca.num_maps,
-    )
-    data.coefficient_covariance = coefficient_covariance(data, source, device, progress)
+    data = model_data(pca)
+    if on_round is not None:
+        on_round(robust_rounds, data, rejected)
+    data.coefficient_covariance = coefficient_covariance(data, batches, device, progress)
     return data, dict(source.failed)
 
 

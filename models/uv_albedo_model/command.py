@@ -29,7 +29,7 @@ logger = logging.getLogger("uvapm.uv_albedo_model")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "uvapm.yaml"
 
 _FLAGS = {name: name for name in ("components", "resolution", "confidence_suffix", "uv_layout_id", "batch_size",
-                                  "oversample", "power_iters", "seed", "device")}
+                                  "oversample", "power_iters", "robust_rounds", "seed", "device")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--oversample", type=int, help=default_help("extra sketch columns p", defaults.oversample))
     build.add_argument("--power_iters", type=int, help=default_help("extra passes refining the subspace",
                                                                     defaults.power_iters))
+    build.add_argument("--robust_rounds", type=int,
+                       help=default_help("rebuilds without the texels the model finds to be outliers (0: plain PCA)",
+                                         defaults.robust_rounds))
     build.add_argument("--seed", type=int, help=default_help("seed of the random sketch", defaults.seed))
     build.add_argument("--device", help=default_help("cpu, cuda, cuda:N or auto", defaults.device))
     add_config_args(build, DEFAULT_CONFIG, "components=60")

@@ -1,4 +1,4 @@
-"""Step ``uvapm``: the UV albedo model, its resolution and K chosen by validation prediction PSNR."""
+"""Step ``uvapm``: the UV albedo model, robust, its K chosen by validation prediction PSNR."""
 
 from __future__ import annotations
 
@@ -13,17 +13,22 @@ from utils.atomic import write_json
 
 from .data import load_maps
 
-__all__ = ["UVAPM_BUDGET_MB", "CANDIDATE_RESOLUTIONS", "CANDIDATE_K", "EVALUATION_RESOLUTION", "reconstruction_psnr",
-           "step_uvapm"]
+__all__ = ["UVAPM_BUDGET_MB", "RESOLUTION", "CANDIDATE_K", "ROBUST_ROUNDS", "EVALUATION_RESOLUTION",
+           "reconstruction_psnr", "step_uvapm"]
 
 logger = logging.getLogger("uvapm.build")
 
-#: Size budget of the UVAPM's float16 basis (MB); the detail generator gets the rest of 25 MB.
-UVAPM_BUDGET_MB = 16.0
-CANDIDATE_RESOLUTIONS = (128, 256)
+#: Size budget of the UVAPM's float16 basis (MB).
+UVAPM_BUDGET_MB = 24.0
+#: The model's side: 256 at least, since a 128-texel model shows as a staircase along the UV islands' edges
+#: once rendered.
+RESOLUTION = 256
 CANDIDATE_K = (5, 10, 20, 30, 40, 60, 80, 100, 120, 150)
+#: Robust rebuilds (:func:`models.uv_albedo_model.build_uv_albedo_model`): each leaves out the texels the
+#: previous model finds to be outliers (glasses frames, hair strands, highlights the unwrapping let through).
+ROBUST_ROUNDS = 2
 #: Resolution at which every candidate is compared with the validation maps.
-EVALUATION_RESOLUTION = max(CANDIDATE_RESOLUTIONS)
+EVALUATION_RESOLUTION = RESOLUTION
 
 
 def _blocks(resolution: int, block: int = 16) -> torch.Tensor:
@@ -71,31 +76,36 @@ def _truncate(data: UVAlbedoModelData, k: int) -> UVAlbedoModelData:
 def step_uvapm(args) -> dict:
     uv = args.work / "uv"
     layout_id = load_installed_face_model("ict").uv_layout_id
-    results, built = [], {}
+    results = []
     maps, confs, _ = load_maps(uv / "val", EVALUATION_RESOLUTION)
     train_count = len(list((uv / "train").glob("*_conf.png")))
-    for resolution in CANDIDATE_RESOLUTIONS:
-        max_k = max(k for k in CANDIDATE_K
-                    if 3 * k * resolution**2 * 2 / 1e6 <= UVAPM_BUDGET_MB and k < 0.8 * train_count)
-        data, skipped = build_uv_albedo_model(uv / "train", components=max_k, resolution=resolution,
-                                              uv_layout_id=layout_id, seed=args.seed, progress=not args.quiet)
-        if skipped:
-            logger.warning("%d training maps skipped: %s", len(skipped), skipped)
-        built[resolution] = data
+    resolution, rounds = RESOLUTION, []
+    max_k = max(k for k in CANDIDATE_K if 3 * k * resolution**2 * 2 / 1e6 <= UVAPM_BUDGET_MB and k < 0.8 * train_count)
+
+    def validate(round_: int, data: UVAlbedoModelData, rejected: float) -> None:
         for k in CANDIDATE_K:
             if k > max_k:
                 continue
             fit, predict = reconstruction_psnr(UVAlbedoModel(_truncate(data, k)), maps, confs)
-            results.append({"resolution": resolution, "K": k, "val_psnr": float(predict.mean()),
-                            "val_fit_psnr": float(fit.mean()), "size_mb": 3 * k * resolution**2 * 2 / 1e6})
-            logger.info("R=%d K=%d: validation prediction PSNR %.2f dB (in-sample %.2f dB)", resolution, k,
-                        results[-1]["val_psnr"], results[-1]["val_fit_psnr"])
+            row = {"resolution": resolution, "K": k, "val_psnr": float(predict.mean()),
+                   "val_fit_psnr": float(fit.mean()), "size_mb": 3 * k * resolution**2 * 2 / 1e6}
+            rounds.append({"round": round_, "rejected": rejected, **row})
+            if round_ == ROBUST_ROUNDS:
+                results.append(row)
+            logger.info("R=%d K=%d round %d: validation prediction PSNR %.2f dB (in-sample %.2f dB)", resolution, k,
+                        round_, row["val_psnr"], row["val_fit_psnr"])
+
+    data, skipped = build_uv_albedo_model(uv / "train", components=max_k, resolution=resolution,
+                                          uv_layout_id=layout_id, robust_rounds=ROBUST_ROUNDS, seed=args.seed,
+                                          progress=not args.quiet, on_round=validate)
+    if skipped:
+        logger.warning("%d training maps skipped: %s", len(skipped), skipped)
     best_psnr = max(r["val_psnr"] for r in results)
-    # the smallest model within 0.1 dB of the best prediction
+    # the smallest model within 0.1 dB of the best prediction of the last round
     chosen = min((r for r in results if r["val_psnr"] >= best_psnr - 0.1), key=lambda r: r["size_mb"])
-    data = _truncate(built[chosen["resolution"]], chosen["K"])
+    data = _truncate(data, chosen["K"])
     save_uv_albedo_model(args.output_dir / "uvapm_ict.npz", data, basis_dtype=np.float16)
-    summary = {"candidates": results, "chosen": chosen,
+    summary = {"candidates": results, "rounds": rounds, "chosen": chosen,
                "explained_variance": data.explained_variance_ratio.sum(1).tolist(), "num_maps": data.num_maps}
     write_json(args.work / "uvapm_selection.json", summary)
     logger.info("chosen R=%d K=%d (%.2f dB)", chosen["resolution"], chosen["K"], chosen["val_psnr"])
