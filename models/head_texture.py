@@ -49,6 +49,9 @@ BORDER_BLUR = 1 / 96
 GRAIN_PATCH = 1 / 10
 #: Largest standard deviation of that grain ([0, 1] units): clean skin's at 512 texels is about 0.01.
 GRAIN_MAX_STD = 0.012
+#: Smallest standard deviation of that grain: a map smooth everywhere (a small, blurred face) has almost no
+#: grain to copy, and a texture flat to within a grey level looks painted in a viewer.
+GRAIN_MIN_STD = 0.005
 
 
 def _tile_of(uvs: torch.Tensor, faces_uv: torch.Tensor) -> torch.Tensor:
@@ -154,7 +157,7 @@ class HeadTexture(nn.Module):
         tiled over the map: of the candidate patches (:meth:`_grain_windows`) the one that varies least (the
         others may hold hair, stubble or wrinkles), its Fourier amplitudes averaged over each ring of spatial
         frequency (no direction: no streaks), with fixed random phases shared by the channels (the grain's
-        colour), its standard deviation at most :data:`GRAIN_MAX_STD`."""
+        colour), its standard deviation between :data:`GRAIN_MIN_STD` and :data:`GRAIN_MAX_STD`."""
         detail = face_map - smooth
         patches = torch.stack([detail[..., t : t + h, l : l + w] for t, l, h, w in self.grain_windows.tolist()], 1)
         patches = patches - patches.mean((-1, -2), keepdim=True)  # (B, W, 3, h, w)
@@ -172,7 +175,7 @@ class HeadTexture(nn.Module):
         phase = torch.fft.fft2(noise)
         grain = torch.fft.ifft2(ring_amplitude * (phase / phase.abs().clamp_min(1e-12))).real
         std = grain.std((-1, -2), keepdim=True)
-        grain = grain * (GRAIN_MAX_STD / std.clamp_min(1e-12)).clamp(max=1.0)
+        grain = grain * std.clamp(GRAIN_MIN_STD, GRAIN_MAX_STD) / std.clamp_min(1e-12)
         R = self.resolution
         return grain.repeat(1, 1, math.ceil(R / h), math.ceil(R / w))[..., :R, :R]
 

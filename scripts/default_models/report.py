@@ -15,13 +15,14 @@ from skimage.color import rgb2lab
 from fitting.config import FittingConfig
 from fitting.run import DEFAULT_CONFIG
 from fitting.runner import run_folder
+from models.config import UVAPMBuildConfig
 from models.uv_albedo_model import UVAlbedoModel
 from utils.atomic import write_json, write_text
 from utils.config import load_config
 from utils.image_io import list_images, read_image, write_image
 
 from .data import CHROMA_SPREAD, load_maps
-from .uvapm import EVALUATION_RESOLUTION, UVAPM_BUDGET_MB, reconstruction_psnr
+from .uvapm import EVALUATION_RESOLUTION, ROBUST_ROUNDS, UVAPM_BUDGET_MB, reconstruction_psnr
 
 __all__ = ["ITA_GROUPS", "skin_tone_group", "step_report", "write_model_cards"]
 
@@ -168,6 +169,8 @@ def write_model_cards(args, table: dict, summary: dict) -> None:
     )
     candidates = "\n".join(f"| {c['resolution']} | {c['K']} | {c['val_psnr']:.2f} | {c['val_fit_psnr']:.2f} | "
                             f"{c['size_mb']:.1f} |" for c in selection["candidates"])
+    rounds = "\n".join(f"| {r['round']} | {100 * r['rejected']:.2f} % | {r['K']} | {r['val_psnr']:.2f} | "
+                        f"{r['val_fit_psnr']:.2f} |" for r in selection["rounds"] if r["K"] == chosen["K"])
     groups = "\n".join(f"| {g} | {v['count']} | {v['psnr']:.2f} |" for g, v in summary["per_skin_tone"].items())
     pipe_rows = []
     for name, v in pipe.items():
@@ -178,6 +181,8 @@ def write_model_cards(args, table: dict, summary: dict) -> None:
     evr = np.array(selection["explained_variance"])
     uvapm_card = (TEMPLATES / "MODEL_CARD_uvapm.md").read_text().format(
         command=command, data=data, chroma_spread=CHROMA_SPREAD, resolution=chosen["resolution"], K=chosen["K"],
+        robust_rounds=ROBUST_ROUNDS, robust_components=UVAPMBuildConfig.robust_components,
+        outlier_threshold=UVAPMBuildConfig.outlier_threshold, rounds=rounds,
         budget_mb=UVAPM_BUDGET_MB, evaluation_resolution=EVALUATION_RESOLUTION, candidates=candidates,
         explained_variance=", ".join(f"{v:.3f}" for v in evr), test_psnr=summary["test_reconstruction_psnr"],
         test_fit_psnr=summary["test_fit_psnr"], test_maps=summary["test_maps"], groups=groups)
