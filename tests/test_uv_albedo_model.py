@@ -208,9 +208,18 @@ def test_robust_rounds_keep_occluders_out_of_the_model(tmp_path):
     for i, image in enumerate(np.clip(framed.maps, 0, 1)):
         write_image(tmp_path / f"face{i:03d}.png", image.transpose(1, 2, 0), text={"uv_layout_id": "layout-a"})
         write_image(tmp_path / f"face{i:03d}_conf.png", np.ones((32, 32)))
+    seen_rounds = []
     models = {rounds: build_uv_albedo_model(tmp_path, components=K, resolution=32, robust_rounds=rounds,
-                                            robust_components=5, em_passes=3, progress=False)[0]
+                                            robust_components=5, em_passes=3, progress=False,
+                                            on_round=lambda *a: seen_rounds.append((rounds, *a)))[0]
               for rounds in (0, 2)}
+    # every round's model is shown, the plain PCA's first; from the first robust round on the frames are left out
+    assert [(r, i) for r, i, _, _ in seen_rounds] == [(0, 0), (2, 0), (2, 1), (2, 2)]
+    # the plain PCA, half made of frames, misjudges some clean texels too; the next round's rejects the frames
+    rejected = [r[3] for r in seen_rounds[1:]]
+    assert rejected[0] == 0 and frames.mean() < rejected[1] < 5 * frames.mean(), rejected
+    assert frames.mean() < rejected[2] < min(2 * frames.mean(), rejected[1]), rejected
+    np.testing.assert_array_equal(seen_rounds[3][2].mean, models[2].mean)
     framed_often = frames.sum(0) >= 3
     reference = (np.round(np.clip(truth.maps, 0, 1) * 255) / 255).mean(0)  # the written maps' mean without frames
     errors = {}
