@@ -211,7 +211,7 @@ def test_robust_rounds_keep_occluders_out_of_the_model(tmp_path):
     seen_rounds = []
     models = {rounds: build_uv_albedo_model(tmp_path, components=K, resolution=32, robust_rounds=rounds,
                                             robust_components=5, em_passes=3, progress=False,
-                                            on_round=lambda *a: seen_rounds.append((rounds, *a)))[0]
+                                            on_round=lambda *a, r=rounds: seen_rounds.append((r, *a)))[0]
               for rounds in (0, 2)}
     # every round's model is shown, the plain PCA's first; from the first robust round on the frames are left out
     assert [(r, i) for r, i, _, _ in seen_rounds] == [(0, 0), (2, 0), (2, 1), (2, 2)]
