@@ -70,7 +70,8 @@ def _truncate(data: UVAlbedoModelData, k: int) -> UVAlbedoModelData:
     return UVAlbedoModelData(mean=data.mean, basis=data.basis[:, :k], std=data.std[:, :k],
                              explained_variance_ratio=data.explained_variance_ratio[:, :k],
                              uv_layout_id=data.uv_layout_id, num_maps=data.num_maps,
-                             coefficient_covariance=data.coefficient_covariance[np.ix_(keep, keep)])
+                             coefficient_covariance=None if data.coefficient_covariance is None
+                             else data.coefficient_covariance[np.ix_(keep, keep)])
 
 
 def step_uvapm(args) -> dict:
