@@ -24,9 +24,10 @@ Steps (each caches its results in ``--work_dir``; ``--steps`` runs a subset):
     ``CHROMA_SPREAD`` robust standard deviations from it (luminance, and so
     skin tone, is kept). Writes the maps the models are built from.
 ``uvapm``
-    Builds the per-channel PCA at each candidate resolution, measures the
-    validation reconstruction PSNR of every K that fits the size budget,
-    keeps the best, and saves it (float16 basis).
+    Builds the per-channel PCA at 256 px with robust rounds (each leaves out
+    the texels the previous model finds to be outliers), measures the
+    validation prediction PSNR of every K that fits the size budget after
+    each round, keeps the best of the last, and saves it (float16 basis).
 ``detail``
     Measures how much of the high-frequency detail is chromatic (deciding
     luminance vs RGB detail), trains the detail generator on the training
