@@ -52,7 +52,8 @@ GRAIN_MAX_STD = 0.012
 #: Smallest standard deviation of that grain: a map smooth everywhere (a small, blurred face) has almost no
 #: grain to copy, and a texture flat to within a grey level looks painted in a viewer.
 GRAIN_MIN_STD = 0.005
-#: Standard deviation of a fine luminance dither (white noise, 0.75 grey levels) added to that grain: a grain
+#: Standard deviation of a fine luminance dither (white noise, 0.75 grey levels) added to that grain in the head
+#: tile (the face tile keeps the map's own detail where it has any): a grain
 #: copied from a blurred photo has mostly low frequencies, and some of its 5x5 windows are flat to within half
 #: a grey level (banding in 8-bit, a painted look in a viewer).
 GRAIN_DITHER_STD = 0.003
@@ -161,8 +162,7 @@ class HeadTexture(nn.Module):
         tiled over the map: of the candidate patches (:meth:`_grain_windows`) the one that varies least (the
         others may hold hair, stubble or wrinkles), its Fourier amplitudes averaged over each ring of spatial
         frequency (no direction: no streaks), with fixed random phases shared by the channels (the grain's
-        colour), its standard deviation between :data:`GRAIN_MIN_STD` and :data:`GRAIN_MAX_STD`, plus a fine
-        dither (:data:`GRAIN_DITHER_STD`)."""
+        colour), its standard deviation between :data:`GRAIN_MIN_STD` and :data:`GRAIN_MAX_STD`."""
         detail = face_map - smooth
         patches = torch.stack([detail[..., t : t + h, l : l + w] for t, l, h, w in self.grain_windows.tolist()], 1)
         patches = patches - patches.mean((-1, -2), keepdim=True)  # (B, W, 3, h, w)
@@ -181,7 +181,6 @@ class HeadTexture(nn.Module):
         grain = torch.fft.ifft2(ring_amplitude * (phase / phase.abs().clamp_min(1e-12))).real
         std = grain.std((-1, -2), keepdim=True)
         grain = grain * std.clamp(GRAIN_MIN_STD, GRAIN_MAX_STD) / std.clamp_min(1e-12)
-        grain = grain + GRAIN_DITHER_STD * torch.randn(h, w, generator=torch.Generator().manual_seed(1)).to(patch)
         R = self.resolution
         return grain.repeat(1, 1, math.ceil(R / h), math.ceil(R / w))[..., :R, :R]
 
@@ -204,7 +203,9 @@ class HeadTexture(nn.Module):
         border = F.grid_sample(smooth, grid, mode="bilinear", align_corners=False)[..., 0]  # (B, 3, Bd)
         colours = torch.einsum("vd,bcd->bcv", self.to_border, border)  # (B, 3, V)
         corners = colours[:, :, self.texel_vertices]  # (B, 3, R, R, 3)
-        head = (corners * self.texel_bary[None, None]).sum(-1) + grain * self.head_mask
+        dither = GRAIN_DITHER_STD * torch.randn(self.resolution, self.resolution,
+                                                generator=torch.Generator().manual_seed(1)).to(grain)
+        head = (corners * self.texel_bary[None, None]).sum(-1) + (grain + dither) * self.head_mask
         head = push_pull_fill(head, self.head_mask.expand(len(face_map), -1, -1, -1))
         return torch.cat([face_tile, head], -1).clamp(0, 1)
 
