@@ -448,16 +448,6 @@ class _Reweighted:
             yield maps, weight if conf is None else conf * weight
 
 
-def _project(centred: torch.Tensor, weight: torch.Tensor, design: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Residuals (n, 3, D) of centred maps (n, 3, D) after their weighted least-squares fit (weights (n, 1, D))
-    on ``design`` (3, k, D) with a ridge."""
-    eye = torch.eye(design.shape[1], dtype=torch.float64, device=design.device)
-    gram = torch.stack([(design * w) @ design.transpose(1, 2) for w in weight[:, 0]]).double()
-    rhs = torch.einsum("ncd,ckd->nck", centred * weight, design).double()
-    coeffs = torch.linalg.solve(gram + ridge * eye, rhs.unsqueeze(-1)).squeeze(-1).float()
-    return centred - torch.einsum("nck,ckd->ncd", coeffs, design)
-
-
 def _hysteresis(score: torch.Tensor, high: float, low: float, resolution: int, grow: int = 4) -> torch.Tensor:
     """(n, 1, D) bool: texels whose score (n, 1, D) is above ``high``, grown by up to ``grow`` texels into
     neighbours above ``low``."""
@@ -488,39 +478,46 @@ def outlier_weights(batches: Iterable[Batch], pca: ChannelPCA, components: int =
     C, D = pca.mean.shape
     R = math.isqrt(D)
     k = min(components, pca.basis.shape[1])
-    design = pca.basis[:, :k] * pca.std[:, :k, None]  # (3, k, D)
+    leading = UVAlbedoModel(UVAlbedoModelData(mean=pca.mean.view(C, R, R).cpu().numpy(),
+                                              basis=pca.basis[:, :k].cpu().numpy(),
+                                              std=pca.std[:, :k].cpu().numpy())).to(pca.mean.device)
 
     def judged(batch):
-        maps, conf = _flat(batch, design.device)
+        maps, conf = (x.to(pca.mean.device, torch.float32) if x is not None else None for x in batch)
         conf = torch.ones_like(maps[:, :1]) if conf is None else conf
-        return maps - pca.mean, conf, conf > seen
+        return maps, conf, (conf > seen).flatten(2)
+
+    def residual(maps, weight):
+        """(n, 3, D) the maps minus their weighted projection on the leading components."""
+        with torch.no_grad():
+            return (maps - leading(leading.encode(maps, weight, ridge=ridge))).flatten(2)
 
     residuals = []
     with _progress(batches, "robust pass 1/2: residual spreads", progress) as bar:
         for batch in batches:
-            centred, conf, sure = judged(batch)
-            residuals.append(torch.where(sure, _project(centred, conf, design, ridge), torch.nan).half().cpu())
-            bar.update(len(centred))
+            maps, conf, sure = judged(batch)
+            residuals.append(torch.where(sure, residual(maps, conf), torch.nan).half().cpu())
+            bar.update(len(maps))
     residuals = torch.cat(residuals).float()  # (N, 3, D), NaN where not judged
     spread = 1.4826 * residuals.abs().nanmedian(0).values  # (3, D)
     known = ~spread.isnan()
     fallback = torch.stack([s[m].median() if m.any() else s.new_tensor(1.0) for s, m in zip(spread, known)])
     spread = torch.where(known, spread, fallback[:, None]).view(1, C, R, R)
-    spread = F.avg_pool2d(spread, 5, 1, 2, count_include_pad=False).clamp_min(1e-3).view(1, C, D).to(design.device)
+    spread = F.avg_pool2d(spread, 5, 1, 2, count_include_pad=False).clamp_min(1e-3).view(1, C, D).to(pca.mean.device)
     del residuals
 
     weights, outliers, seen_texels = [], 0, 0
     with _progress(batches, "robust pass 2/2: outliers", progress) as bar:
         for batch in batches:
-            centred, conf, sure = judged(batch)
+            maps, conf, sure = judged(batch)
             outlier = torch.zeros_like(sure)
             for _ in range(iterations):
-                residual = _project(centred, conf * ~outlier, design, ridge)
-                score = (residual.abs() / spread).amax(1, keepdim=True)
+                kept = conf * ~outlier.view_as(conf)
+                score = (residual(maps, kept).abs() / spread).amax(1, keepdim=True)
                 outlier = _hysteresis(score, threshold, threshold / 2, R) & sure
             weights.append((~outlier).float().view(-1, 1, R, R).cpu())
             outliers, seen_texels = outliers + int(outlier.sum()), seen_texels + int(sure.sum())
-            bar.update(len(centred))
+            bar.update(len(maps))
     share = outliers / max(seen_texels, 1)
     logger.info("%.2f%% of the %d texels seen in the maps are outliers to the model (%d components, %.1f spreads)",
                 100 * share, seen_texels, k, threshold)
@@ -565,6 +562,7 @@ def build_uv_albedo_model(
     uv_layout_id = uv_layout_id or source.uv_layout_id()
     logger.info("%d UV maps (%d with confidence maps) under %s", len(source.paths), len(source.confidence_paths),
                 input_dir)
+
     def build(batches) -> ChannelPCA:
         return streaming_channel_pca(batches, components, oversample=oversample, power_iters=power_iters,
                                      imputation=imputation, em_passes=em_passes, seed=seed, device=device,
