@@ -28,6 +28,7 @@ __all__ = [
     "LandmarkFitConfig",
     "PhotometricShapeConfig",
     "ShapeFitConfig",
+    "GlassesConfig",
     "UnwrapConfig",
     "AlbedoFitConfig",
     "DetailFitConfig",
@@ -194,6 +195,36 @@ class ShapeFitConfig:
 
 
 @dataclass
+class GlassesConfig:
+    """Glasses frames kept out of the texture and the colour fits (:mod:`fitting.glasses`).
+
+    Attributes:
+        enabled: look for frames (needs FaceMesh points).
+        contrast_window: side (pixels of the 512-px crop) of the median window a pixel's colour is compared
+            with (a frame is thinner than half of it).
+        ray_radii: from and to which distance of an eye's centre, in eye widths, rays look for a rim.
+        ray_threshold: colour contrast (CIE76) a ray's peak needs to count.
+        continuity: how close (eye widths) two neighbouring rays' peaks must lie to form a rim.
+        min_share: share of the rays below and beside the eyes that must hold a rim for glasses.
+        pixel_threshold: colour contrast of the frame's pixels (connected to a rim).
+        zone_radius: radius (eye widths) of the ellipse round each eye that a frame may cover.
+        temple_reach: how far (eye widths) from an eye's centre the frame's arm is followed.
+        grow: pixels (of the 512-px crop) added round the frame (its soft edges and shadow).
+    """
+
+    enabled: bool = True
+    contrast_window: int = 15
+    ray_radii: list[float] = field(default_factory=lambda: [0.55, 1.3])
+    ray_threshold: float = 10.0
+    continuity: float = 0.1
+    min_share: float = 0.5
+    pixel_threshold: float = 5.0
+    zone_radius: float = 1.45
+    temple_reach: float = 3.0
+    grow: int = 3
+
+
+@dataclass
 class UnwrapConfig:
     """Texture unwrapping (:mod:`fitting.unwrap`).
 
@@ -217,6 +248,7 @@ class UnwrapConfig:
         outlier_dark: luminance / median ratios at which a darker texel's
             trust is 0 and 1 (:func:`fitting.unwrap.outlier_reliability`).
         outlier_bright: ratios at which a brighter texel's trust is 1 and 0.
+        glasses: glasses frames found by their shape round the eyes, kept out with the outliers.
     """
 
     resolution: int = 512
@@ -229,6 +261,7 @@ class UnwrapConfig:
     outlier_window: int = 21
     outlier_dark: list[float] = field(default_factory=lambda: [0.45, 0.6])
     outlier_bright: list[float] = field(default_factory=lambda: [1.4, 1.8])
+    glasses: GlassesConfig = field(default_factory=GlassesConfig)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from models.uv_layout import UVLayout
 
 from .config import UnwrapConfig
 from .detail import balanced_to
+from .glasses import detect_glasses
 from .structures import FaceBatch, FitState
 from .unwrap import fuse_unwrapped, unwrap_texture
 
@@ -60,7 +61,11 @@ class HighResolutionAlbedo:
             base = state.unwrapped.filled
         base = F.interpolate(base, size=R, mode="bicubic", align_corners=False).clamp(0, 1)
         mask = batch.parse_mask if self.config.mask == "parse" else batch.skin_mask
-        unwrapped = unwrap_texture(self.model, state.params, batch.crops_at(R), mask, self.layout, self.config)
+        image = batch.crops_at(R)
+        glasses = detect_glasses(image, batch.dense_landmarks, batch.dense_valid, batch.image.shape[-1],
+                                 self.config.glasses)
+        unwrapped = unwrap_texture(self.model, state.params, image, mask, self.layout, self.config,
+                                   occluders=glasses.mask)
         groups = batch.photo_groups
         if not groups.trivial:
             unwrapped, _ = fuse_unwrapped(unwrapped, groups, self.layout, self.config)

@@ -46,6 +46,7 @@ from models.uv_layout import UVLayout
 from utils.config import ConfigError
 
 from .config import UnwrapConfig
+from .glasses import detect_glasses
 from .groups import PhotoGroups
 from .params import FaceParams
 from .structures import FaceBatch, FitState
@@ -166,6 +167,7 @@ def unwrap_texture(
     mask: torch.Tensor | None,
     layout: UVLayout,
     config: UnwrapConfig | None = None,
+    occluders: torch.Tensor | None = None,
 ) -> UnwrapResult:
     """Unwrap a batch of photos into the face model's UV layout.
 
@@ -177,6 +179,8 @@ def unwrap_texture(
         mask: (B, 1, s, s) mask of the crop's pixels that may enter the texture (any size), or None.
         layout: the UV layout at the output resolution.
         config: thresholds.
+        occluders: (B, 1, S, S) pixels known not to be skin (1: glasses frames, :mod:`fitting.glasses`), left
+            out with the outliers; None for none.
     """
     cfg = config or UnwrapConfig()
     B, S = image.shape[0], image.shape[-1]
@@ -208,6 +212,9 @@ def unwrap_texture(
         reliability = None
         if mask is not None:
             reliability = outlier_reliability(image, mask, cfg)
+        if occluders is not None:
+            reliability = (1.0 - occluders) * (1.0 if reliability is None else reliability)
+        if reliability is not None:
             allowed = allowed * sample_image(reliability, pixels)
         confidence = layout.mask * visible * facing_weight * inside * allowed
 
@@ -263,7 +270,8 @@ def fuse_unwrapped(unwrapped: UnwrapResult, groups: PhotoGroups, layout: UVLayou
 class Unwrapper:
     """Unwrapping as a pipeline stage (:class:`~fitting.structures.Stage`): the batch's detail-resolution
     photo (``batch.detail_image``) unwrapped with the stage-1 shape and light into ``state.unwrapped``, gated by
-    the batch's parse or skin mask (``config.mask``).
+    the batch's parse or skin mask (``config.mask``) and with glasses frames left out (:mod:`fitting.glasses`;
+    ``glasses_score`` and ``glasses_detected`` go to the metrics).
 
     Args:
         face_model: the face model.
@@ -287,10 +295,14 @@ class Unwrapper:
 
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
         mask = batch.parse_mask if self.config.mask == "parse" else batch.skin_mask
-        unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, mask, self.layout, self.config)
+        glasses = detect_glasses(batch.detail_image, batch.dense_landmarks, batch.dense_valid, batch.image.shape[-1],
+                                 self.config.glasses)
+        unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, mask, self.layout, self.config,
+                                   occluders=glasses.mask)
+        metrics = {"glasses_score": glasses.score, "glasses_detected": glasses.present.float()}
         groups = batch.photo_groups
         if groups.trivial:
-            return state.updated(unwrapped=unwrapped)
+            return state.updated(unwrapped=unwrapped, metrics=metrics)
         unwrapped, gain = fuse_unwrapped(unwrapped, groups, self.layout, self.config)
         params = replace(state.params, gamma=scale_light_colour(state.params.gamma, 1.0 / gain))
-        return state.updated(unwrapped=unwrapped, params=params)
+        return state.updated(unwrapped=unwrapped, params=params, metrics=metrics)
