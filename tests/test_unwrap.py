@@ -117,3 +117,19 @@ def test_unwrapper_rejects_bad_outlier_ratios(ict_model):
 
     with pytest.raises(ConfigError, match="unwrap.outlier_dark: expected two increasing positive ratios"):
         Unwrapper(ict_model, UnwrapConfig(resolution=64, outlier_dark=[0.6, 0.45]))
+
+
+def test_occluder_pixels_leave_the_texture(ict_model):
+    """Pixels marked as occluders (glasses frames) give no confidence, wherever the masks would allow them."""
+    from fitting.config import UnwrapConfig
+
+    truth = make_synthetic_faces(ict_model, 1, seed=6, max_yaw_deg=0)
+    layout = UVLayout(ict_model, 64)
+    occluders = torch.zeros(1, 1, 224, 224)
+    occluders[..., :, :112] = 1.0  # the image's left half
+    config = UnwrapConfig(resolution=64)
+    plain = unwrap_texture(ict_model, truth.params, truth.image, truth.mask, layout, config)
+    masked = unwrap_texture(ict_model, truth.params, truth.image, truth.mask, layout, config, occluders=occluders)
+    assert 0.35 < float(masked.coverage / plain.coverage) < 0.65
+    both = unwrap_texture(ict_model, truth.params, truth.image, None, layout, config, occluders=torch.ones_like(occluders))
+    assert float(both.coverage) == 0.0
