@@ -131,5 +131,6 @@ def test_occluder_pixels_leave_the_texture(ict_model):
     plain = unwrap_texture(ict_model, truth.params, truth.image, truth.mask, layout, config)
     masked = unwrap_texture(ict_model, truth.params, truth.image, truth.mask, layout, config, occluders=occluders)
     assert 0.35 < float(masked.coverage / plain.coverage) < 0.65
-    both = unwrap_texture(ict_model, truth.params, truth.image, None, layout, config, occluders=torch.ones_like(occluders))
+    everywhere = torch.ones_like(occluders)
+    both = unwrap_texture(ict_model, truth.params, truth.image, None, layout, config, occluders=everywhere)
     assert float(both.coverage) == 0.0
