@@ -9,7 +9,8 @@ from each face's ``metrics.json``:
 
 * the **photo's skin tone**: median colour of the crop's skin-mask pixels;
 * the **albedo's skin tone**: median colour of the final UV albedo over the
-  texels the photo showed (unwrap confidence above 0.5),
+  texels where the photo showed skin (the unwrapping's skin confidence above
+  0.5: brows, lips and eyelids out, as in the photo's skin mask),
 
 both in CIELAB (D65) with the ITA angle (:mod:`models.colour`). Reported,
 for the photos and for the albedo: the mean CIE76 colour difference between
@@ -139,8 +140,9 @@ def run(args, argv: list[str]) -> list[dict]:
         rows[1]["same / photos' same"] = rows[1]["same person dE"] / rows[0]["same person dE"]
     notes = (
         f"{len(person)} photos of {len(people)} people from {identities}; fitting outputs in {output_dir / 'fit'}. "
-        "Colour: median over the crop's skin-mask pixels (photo) or over the final UV albedo's texels seen with "
-        "unwrap confidence > 0.5 (albedo), sRGB -> CIELAB (D65); dE: CIE76, mean over pairs of photos; ITA: "
+        "Colour: median over the crop's skin-mask pixels (photo) or over the final UV albedo's texels where the "
+        "photo showed skin (unwrap skin confidence > 0.5; albedo), sRGB -> CIELAB (D65); dE: CIE76, mean over "
+        "pairs of photos; ITA: "
         f"atan((L - 50) / b). {models.description} Per-photo values: {name}.csv."
     )
     columns = ["colour of", "photos", "people", "same person dE", "different people dE", "same / different",

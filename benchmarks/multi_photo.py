@@ -295,7 +295,8 @@ def run(args, argv: list[str]) -> list[dict]:
         "texels the fitted photo(s) showed (true confidence > 0.5), 'face': every face texel; dE: CIE76 of the "
         "median colour over the face; light spread: single = the four single-photo albedos pairwise, joint = "
         "pair 0+1 against pair 2+3. Real: the two photos of each person of --identities; dE between the albedos' "
-        "median colours over their seen texels (metrics.json's albedo_skin). Coverage: mean unwrap confidence "
+        "median colours over the texels where the photos showed skin (metrics.json's albedo_skin). Coverage: mean "
+        "unwrap confidence "
         f"over the face texels. {models.description} Per-estimate values: {name}.csv."
     )
     columns = ["set", "method", "people", "albedo PSNR seen (dB)", "albedo PSNR face (dB)", "dE to truth",

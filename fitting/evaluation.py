@@ -37,8 +37,9 @@ class ReRenderEvaluation:
     ``reliable_share`` (the share of the rendered face's pixels the colour fit trusted: skin x parse masks x the
     unwrapping's pixel reliability; low when glasses, hair, hands or shadows cover the face),
     the photo's skin tone ``photo_skin_L``/``_a``/``_b``/``_ita_deg`` (skin-mask pixels of the crop) and, with
-    an unwrap, the final albedo's ``albedo_skin_L``/``_a``/``_b``/``_ita_deg`` (texels seen with confidence
-    above 0.5).
+    an unwrap, the final albedo's ``albedo_skin_L``/``_a``/``_b``/``_ita_deg`` (texels whose photo pixel is
+    skin, with confidence above 0.5: the unwrapping's ``skin_confidence``, which leaves brows, lips and eyelids
+    out as the photo's skin mask does; its ``confidence`` where there is none).
 
     Args:
         face_model: the face model.
@@ -71,7 +72,8 @@ class ReRenderEvaluation:
         metrics["reliable_share"] = used / render_mask.flatten(1).sum(1).clamp_min(1.0)
         if state.unwrapped is not None:
             metrics["unwrap_coverage"] = state.unwrapped.coverage
-            tone = skin_tone(maps[state.final_stage], state.unwrapped.confidence)
+            skin = state.unwrapped.skin_confidence
+            tone = skin_tone(maps[state.final_stage], state.unwrapped.confidence if skin is None else skin)
             metrics.update({f"albedo_skin_{k}": v for k, v in tone.items()})
         return state.updated(renders=renders, render_mask=render_mask, metrics=metrics)
 

@@ -71,6 +71,10 @@ class UnwrapResult:
         pixel_reliability: (B, 1, S, S) trust in each pixel of the photo crop it was unwrapped from
             (:func:`outlier_reliability`: 0 on glasses frames, hair strands, highlights); the colour fits of
             stages 2 and 3 weight their pixels by it. None: every pixel trusted.
+        skin_confidence: (B, 1, R, R) ``confidence`` with the crop's skin mask in place of the given mask
+            (brows, lips, eyelids and nostrils out): which texels show skin, for measuring the albedo's skin
+            tone like the photo's (fused like ``confidence`` for several photos of one person); None when no skin
+            mask was given.
     """
 
     texture: torch.Tensor
@@ -79,6 +83,7 @@ class UnwrapResult:
     filled_confidence: torch.Tensor
     coverage: torch.Tensor
     pixel_reliability: torch.Tensor | None = None
+    skin_confidence: torch.Tensor | None = None
 
     def reliability_at(self, size: int) -> torch.Tensor | None:
         """``pixel_reliability`` resized to (B, 1, size, size) (area-averaged when smaller), or None."""
@@ -168,6 +173,7 @@ def unwrap_texture(
     layout: UVLayout,
     config: UnwrapConfig | None = None,
     occluders: torch.Tensor | None = None,
+    skin_mask: torch.Tensor | None = None,
 ) -> UnwrapResult:
     """Unwrap a batch of photos into the face model's UV layout.
 
@@ -181,6 +187,7 @@ def unwrap_texture(
         config: thresholds.
         occluders: (B, 1, S, S) pixels known not to be skin (1: glasses frames, :mod:`fitting.glasses`), left
             out with the outliers; None for none.
+        skin_mask: (B, 1, s, s) the crop's skin mask (any size), for ``skin_confidence``; None for none.
     """
     cfg = config or UnwrapConfig()
     B, S = image.shape[0], image.shape[-1]
@@ -214,15 +221,16 @@ def unwrap_texture(
             reliability = outlier_reliability(image, mask, cfg)
         if occluders is not None:
             reliability = (1.0 - occluders) * (1.0 if reliability is None else reliability)
-        if reliability is not None:
-            allowed = allowed * sample_image(reliability, pixels)
-        confidence = layout.mask * visible * facing_weight * inside * allowed
+        trusted = sample_image(reliability, pixels) if reliability is not None else 1.0
+        seen = layout.mask * visible * facing_weight * inside * trusted
+        confidence = seen * allowed
+        skin = None if skin_mask is None else seen * sample_image(skin_mask, pixels * (skin_mask.shape[-1] / S))
 
         colour = sample_image(image, pixels)
         flat_normals = texel_normals.permute(0, 2, 3, 1).reshape(B, R * R, 3)
         shading = sh_shading(flat_normals, params.gamma).view(B, R, R, 3).permute(0, 3, 1, 2)
         texture = (colour / shading.clamp_min(cfg.min_shading)).clamp(0, 1) * (confidence > 0)
-    return replace(completed(texture, confidence, layout, cfg), pixel_reliability=reliability)
+    return replace(completed(texture, confidence, layout, cfg), pixel_reliability=reliability, skin_confidence=skin)
 
 
 def completed(texture: torch.Tensor, confidence: torch.Tensor, layout: UVLayout,
@@ -261,9 +269,14 @@ def fuse_unwrapped(unwrapped: UnwrapResult, groups: PhotoGroups, layout: UVLayou
     fused_confidence = torch.stack([1 - (1 - confidence[groups.members(g)]).prod(0)
                                     for g in range(groups.num_groups)])
     fused = completed(fused_texture * (fused_confidence > 0), fused_confidence, layout, config)
+    skin = unwrapped.skin_confidence
+    if skin is not None:  # shown as skin by any photo, like the confidence
+        skin = groups.expand(torch.stack([1 - (1 - skin[groups.members(g)]).prod(0)
+                                          for g in range(groups.num_groups)]))
     rows = UnwrapResult(*(groups.expand(t) for t in (fused.texture, fused.confidence, fused.filled,
                                                      fused.filled_confidence, fused.coverage)),
-                        pixel_reliability=unwrapped.pixel_reliability)  # each photo's own
+                        pixel_reliability=unwrapped.pixel_reliability,  # each photo's own
+                        skin_confidence=skin)
     return rows, gain
 
 
@@ -298,7 +311,7 @@ class Unwrapper:
         glasses = detect_glasses(batch.detail_image, batch.dense_landmarks, batch.dense_valid, batch.image.shape[-1],
                                  self.config.glasses)
         unwrapped = unwrap_texture(self.model, state.params, batch.detail_image, mask, self.layout, self.config,
-                                   occluders=glasses.mask)
+                                   occluders=glasses.mask, skin_mask=batch.skin_mask)
         metrics = {"glasses_score": glasses.score, "glasses_detected": glasses.present.float()}
         groups = batch.photo_groups
         if groups.trivial:
