@@ -42,7 +42,7 @@ import torch
 
 from .config import GlassesConfig
 
-__all__ = ["GlassesDetection", "colour_contrast", "rim_rays", "detect_glasses", "EYE_CORNERS", "BROWS"]
+__all__ = ["GlassesDetection", "colour_contrast", "rim_rays", "detect_glasses", "EYE_CORNERS", "BROWS", "MIN_CROP"]
 
 #: FaceMesh's (outer, inner) corners of the image-left and image-right eye.
 EYE_CORNERS = ((33, 133), (263, 362))
@@ -55,6 +55,8 @@ RAY_SAMPLES = 24
 FLATTENING = 0.85
 #: Rays whose direction lies below this sine of the angle (towards the brows) do not vote.
 UPPER_SINE = -0.3
+#: Crops smaller than this (pixels) are not searched: a rim there is under a pixel wide.
+MIN_CROP = 128
 
 
 @dataclass
@@ -125,13 +127,15 @@ def _frame_mask(contrast: np.ndarray, points: np.ndarray, config: GlassesConfig)
         angles, _, radius, rim = rim_rays(contrast, points, corners, config)
         for angle, r in zip(angles[rim], radius[rim]):
             p = centre + (np.cos(angle) * right + FLATTENING * np.sin(angle) * down) * r * width
-            cv2.circle(seeds, (int(p[0]), int(p[1])), 2, 1, -1)
+            cv2.circle(seeds, (int(p[0]), int(p[1])), max(1, round(2 * size / 512)), 1, -1)
+    scale = size / 512.0
     candidates = ((contrast > config.pixel_threshold) & (zone > 0)).astype(np.uint8)
     _, labels = cv2.connectedComponents(candidates, connectivity=8)
     touched = np.unique(labels[(seeds > 0) & (candidates > 0)])
     mask = np.isin(labels, touched[touched > 0]).astype(np.uint8)
-    if config.grow > 0:
-        mask = cv2.dilate(mask, np.ones((2 * config.grow + 1,) * 2, np.uint8))
+    grow = max(1, round(config.grow * scale)) if config.grow > 0 else 0
+    if grow > 0:
+        mask = cv2.dilate(mask, np.ones((2 * grow + 1,) * 2, np.uint8))
     for brow in BROWS:
         cv2.fillPoly(mask, [np.round(points[list(brow)]).astype(np.int32)], 0)
     return mask
@@ -142,7 +146,8 @@ def detect_glasses(image: torch.Tensor, dense_landmarks: torch.Tensor, dense_val
     """Find glasses frames in aligned crops.
 
     Args:
-        image: (B, 3, S, S) the aligned crops in [0, 1] (the detail resolution: thin rims need the pixels).
+        image: (B, 3, S, S) the aligned crops in [0, 1] (the detail resolution: thin rims need the pixels; crops
+            under :data:`MIN_CROP` pixels are not searched).
         dense_landmarks: (B, 478, 2 or 3) FaceMesh points in pixels of the ``crop_size`` crop.
         dense_valid: (B,) 1 where a face has FaceMesh points (faces without them get no glasses).
         crop_size: side of the crop the landmarks are given in.
@@ -156,7 +161,7 @@ def detect_glasses(image: torch.Tensor, dense_landmarks: torch.Tensor, dense_val
     pixels = (image.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     landmarks = dense_landmarks[..., :2].detach().cpu().numpy().astype(np.float64) * (S / crop_size)
     for b in range(B):
-        if not cfg.enabled or float(dense_valid[b]) < 0.5:
+        if not cfg.enabled or S < MIN_CROP or float(dense_valid[b]) < 0.5:
             continue
         contrast = colour_contrast(pixels[b], window)
         votes = []

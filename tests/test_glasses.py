@@ -96,3 +96,12 @@ def test_a_frame_as_light_as_the_skin_is_found_by_its_colour(batch):
         cv2.fillPoly(brows, [np.round(points[list(brow)]).astype(np.int32)], 1)
     off_brows = drawn & ~torch.from_numpy(brows).bool()  # where a rim crosses a brow, the brow is kept
     assert found.mask[0, 0][off_brows].float().mean() > 0.85
+
+
+def test_small_crops_are_not_searched(batch):
+    """At 64 px a rim is under a pixel wide: nothing is found, and nothing masked, even on 0097's thick frames."""
+    small = torch.nn.functional.interpolate(batch.detail_image, size=64, mode="area")
+    found = _detect(batch, small)
+    assert not found.present.any() and found.mask.max() == 0 and found.mask.shape[-1] == 64
+    at_256 = _detect(batch, torch.nn.functional.interpolate(batch.detail_image, size=256, mode="area"))
+    assert at_256.present.tolist() == [True, True, False, False]  # the same faces as at 512
