@@ -18,7 +18,12 @@ The map this stage hands on is the model's where the model varies
 (:meth:`~models.uv_albedo_model.UVAlbedoModel.support`) and continued
 smoothly from there where it holds only its mean (push-pull): a model built
 from photo unwraps has in its mean there the hair, background and the holes
-of the features that its maps had.
+of the features that its maps had. The continuation fades, over a band
+``unseen_fade`` of the map side wide, to the skin tone of the map (its
+median over the modelled texels the photo showed as skin): the face's border
+ring (the hairline, the jaw, the cheeks seen at a grazing angle) is darker
+than its skin, and continued as it is it painted ears, neck, scalp and the
+back of the head 10-20 CIELAB units darker than the face.
 
 Photos of one person (``batch.groups``) share one set of coefficients, each
 keeping its own light.
@@ -31,11 +36,12 @@ already close; the reference starts from zero.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.face_model import FaceModel
-from models.filters import push_pull_fill
+from models.filters import faded_fill, masked_median
 from models.renderer import Renderer
 from models.shading import sh_light_colour
 from models.uv_albedo_model import UVAlbedoModel
@@ -85,6 +91,18 @@ class AlbedoFitter:
             return torch.zeros(batch, self.uvapm.num_coeffs, device=device)
         return self.uvapm.encode(unwrapped.texture, unwrapped.confidence, ridge=self.config.init_ridge)
 
+    @staticmethod
+    def skin_texels(support: torch.Tensor, unwrapped: UnwrapResult | None) -> torch.Tensor:
+        """(B, 1, R, R) the fully modelled texels (``support`` (B, 1, R, R) at 1) that the photo showed as skin
+        (unwrapping skin confidence above 0.5), or all fully modelled texels where it showed none or is unknown."""
+        modelled = (support >= 1).float()
+        skin = None if unwrapped is None else unwrapped.skin_confidence
+        if skin is None:
+            return modelled
+        shown = modelled * (F.interpolate(skin, size=support.shape[-1], mode="area") > 0.5).float()
+        any_shown = shown.flatten(1).amax(1)[:, None, None, None] > 0
+        return torch.where(any_shown, shown, modelled)
+
     def __call__(self, batch: FaceBatch, state: FitState) -> FitState:
         """Fit the UVAPM coefficients and refine the lighting with the stage-1 geometry fixed; sets
         ``params.albedo``, ``params.gamma`` and the ``stage2`` albedo map (B, 3, R, R), clamped to [0, 1]."""
@@ -128,5 +146,8 @@ class AlbedoFitter:
                            self.progress.track(self.name, cfg.optim.steps))
         p.albedo, p.gamma = groups.expand(coeffs.detach()), gamma.detach()
         with torch.no_grad():
-            albedo_map = push_pull_fill(self.uvapm(p.albedo).clamp(0, 1), self.support.expand(len(batch), -1, -1, -1))
+            decoded = self.uvapm(p.albedo).clamp(0, 1)
+            support = self.support.expand(len(batch), -1, -1, -1)
+            tone = masked_median(decoded, self.skin_texels(support, state.unwrapped))
+            albedo_map = faded_fill(decoded, support, tone, cfg.unseen_fade)
         return state.updated(params=p, albedo_maps={self.name: albedo_map}, histories={self.name: history})

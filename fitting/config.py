@@ -283,6 +283,9 @@ class AlbedoFitConfig:
             highlights left out of the fit, as they are left out of the texture).
         w_photo, w_identity, w_perceptual, w_prior, w_gamma_mono: loss weights
             (the identity and perceptual terms apply only when their networks are loaded).
+        unseen_fade: width, as a share of the map side, of the band over which the map's continuation
+            past the texels the model varies fades to the map's skin tone (0: no fade, the border's colour
+            continued everywhere).
     """
 
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=60, rampdown=0.25))
@@ -297,6 +300,7 @@ class AlbedoFitConfig:
     w_perceptual: float = 0.02
     w_prior: float = 1e-4
     w_gamma_mono: float = 1.0
+    unseen_fade: float = 1 / 32
 
 
 @dataclass
@@ -325,6 +329,9 @@ class DetailFitConfig:
             continued smoothly where it was not) or ``high`` (only the texture's
             high-frequency detail, added to the coarse albedo; generators
             with additive detail).
+        unseen_fade: width, as a share of the map side, of the band over which the seen texels' residual
+            (``full``) fades to zero past what the photo showed, leaving the coarse albedo's completion
+            (0: the residual continued everywhere).
     """
 
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=15, rampdown=0.3))
@@ -339,6 +346,7 @@ class DetailFitConfig:
     weight_by_reliability: bool = True
     observed_detail: bool = True
     observed_band: str = "full"
+    unseen_fade: float = 1 / 32
 
 
 @dataclass

@@ -18,8 +18,11 @@ the models' albedo (one gain per channel: the photo's structure, the colour
 of the fit's light/skin separation and skin prior), and elsewhere the
 coarse albedo with the generated detail plus the seen texels' difference
 from it, continued by push-pull filling over the confidence (mirrored
-texels count with their mirror's, see :mod:`fitting.unwrap`): no seam where
-the view ends, no flat fill, any generator. With ``high``: only its
+texels count with their mirror's, see :mod:`fitting.unwrap`) and fading to
+none over a band ``unseen_fade`` of the map side wide, where the coarse
+albedo's own completion (the skin tone) takes over: no seam where the view
+ends, no flat fill, any generator, and the face's darker border ring is not
+carried over the ears, neck and scalp. With ``high``: only its
 high-frequency detail, in place of the generated detail (generators whose
 combination is additive; the paper's HSV replacement has no such split).
 Photos of one person (``batch.groups``) share one latent (their unwrapped
@@ -36,7 +39,7 @@ from models.camera import PinholeCamera
 from models.config import RenderSettings
 from models.detail_generator import DetailGenerator
 from models.face_model import FaceModel
-from models.filters import gaussian_high_pass, push_pull_fill
+from models.filters import faded_fill, gaussian_high_pass
 from models.renderer import Renderer
 from utils.config import ConfigError
 
@@ -98,7 +101,7 @@ class DetailFitter:
             confidence = _resize(unwrapped.filled_confidence, gen.resolution)
             models = gen.combine(coarse, generated)
             seen = balanced_to(_resize(unwrapped.filled, gen.resolution), models, confidence)
-            return models + push_pull_fill(seen - models, confidence)
+            return models + faded_fill(seen - models, confidence, 0.0, self.config.unseen_fade)
         observed = gen.observed_detail(unwrapped.filled)
         if observed is None:
             return None

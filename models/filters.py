@@ -12,15 +12,21 @@ they remove:
   high-frequency PSNR look at.
 
 :func:`push_pull_fill` completes a map where its weights are low from the
-neighbourhood (holes in an unwrapped texture, the padding around UV islands).
+neighbourhood (holes in an unwrapped texture, the padding around UV islands);
+:func:`faded_fill` does so near the weighted texels only and fades to a given
+colour away from them (what nothing shows takes the face's skin tone rather
+than its darkest border's).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import distance_transform_edt
 
-__all__ = ["area_low_pass", "area_high_pass", "gaussian_blur", "gaussian_high_pass", "push_pull_fill"]
+__all__ = ["area_low_pass", "area_high_pass", "gaussian_blur", "gaussian_high_pass", "push_pull_fill",
+           "faded_fill", "masked_median"]
 
 
 def area_low_pass(maps: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -84,3 +90,40 @@ def push_pull_fill(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     coarse = push_pull_fill(pooled_v, (4.0 * pooled_w).clamp(max=1.0))
     up = F.interpolate(coarse, size=values.shape[-2:], mode="bilinear", align_corners=False)
     return weights * values + (1.0 - weights) * up
+
+
+def faded_fill(values: torch.Tensor, weights: torch.Tensor, anchor: torch.Tensor | float, fade: float) -> torch.Tensor:
+    """:func:`push_pull_fill` whose continuation fades to ``anchor`` away from the weighted texels.
+
+    The filled value is ``anchor + reach * (push_pull - anchor)`` with ``reach = exp(-d / (fade R))``, d the
+    distance in texels to the nearest texel of weight 0.5 or more (and at least the texel's own weight), so
+    the map keeps its values where they are weighted, continues them smoothly across a band about ``fade`` of
+    the map side wide, and is ``anchor`` beyond.
+
+    Args:
+        values: (B, C, R, R).
+        weights: (B, 1, R, R) in [0, 1].
+        anchor: (B, C, 1, 1) (or broadcastable) value far from the weighted texels.
+        fade: the band's e-folding width as a share of the map side; 0 gives :func:`push_pull_fill`.
+
+    Returns:
+        (B, C, R, R).
+    """
+    filled = push_pull_fill(values, weights)
+    if fade <= 0:
+        return filled
+    known = (weights >= 0.5).detach().cpu().numpy()[:, 0]
+    distance = np.stack([distance_transform_edt(~k) if k.any() else np.full(k.shape, np.inf) for k in known])
+    reach = torch.exp(-torch.from_numpy(distance).float().to(values.device)[:, None] / (fade * values.shape[-1]))
+    reach = torch.maximum(reach, weights)
+    return anchor + reach * (filled - anchor)
+
+
+def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-channel median (B, C, 1, 1) of ``values`` (B, C, R, R) over the texels where ``mask`` (B, 1, R, R)
+    is above 0.5, or over every texel of a map whose mask has none."""
+    medians = []
+    for v, m in zip(values, mask[:, 0] > 0.5):
+        texels = v[:, m] if m.any() else v.flatten(1)
+        medians.append(texels.median(1).values)
+    return torch.stack(medians)[:, :, None, None]
