@@ -12,6 +12,12 @@ measures per face:
   on both sides, 1.5 texels inside each triangle from the edge's midpoint;
   CIE76 difference (sRGB -> CIELAB, D65); median and 90th percentile over
   the seam edges;
+* **head tone difference**: CIE76 between the median colour (per sRGB
+  channel) of the used texels the photo did not show (the head tile: scalp,
+  back of the head and neck; the face tile's texels with zero
+  ``uv_confidence.png``: ears, neck front, the far side) and that of the
+  texels it showed (confidence above 0.5): whether the completed head has the
+  face's skin tone or looks like a mask on a differently coloured head;
 * **flat fill share**: the share of the texels the head mesh uses (both
   tiles) whose 5x5 neighbourhood has no variation (standard deviation below
   half a grey level in every channel);
@@ -126,6 +132,20 @@ def flat_fill_share(atlas: torch.Tensor, used: torch.Tensor) -> float:
     return float(flat[used].float().mean())
 
 
+def head_tone_difference(atlas: torch.Tensor, used: torch.Tensor, confidence: torch.Tensor) -> float:
+    """CIE76 between the median colour of an atlas's (3, R, N * R) used texels (R, N * R) unseen by the photo and
+    that of the texels it showed, from the face tile's confidence (R, R)."""
+    R = confidence.shape[-1]
+    shown = torch.zeros_like(used)
+    shown[:, :R] = confidence > 0.5
+    unseen = used.clone()
+    unseen[:, :R] &= confidence <= 0
+    if not shown.any() or not unseen.any():
+        return float("nan")
+    medians = [atlas[:, m].median(1).values[:, None] for m in (shown, unseen)]
+    return float(delta_e(srgb_to_lab(medians[0].T), srgb_to_lab(medians[1].T))[0])
+
+
 def detail_1024(folder: Path, face_model: FaceModel) -> tuple[float, float]:
     """:func:`band_above_half` of a fit's ``uv_albedo_1024.png`` and of its control (``uv_albedo.png`` enlarged
     and completed by the 1024 :class:`~models.head_texture.HeadTexture`, as the map is) over the texels the
@@ -202,6 +222,9 @@ def run(args, argv: list[str]) -> list[dict]:
         with torch.no_grad():
             atlas = texture(albedo[None])[0]
         seams = seam_colour_difference(atlas, sides).numpy()
+        confidence = read_image(folder / "uv_confidence.png")
+        confidence = torch.from_numpy(confidence[..., 0] if confidence.ndim == 3 else confidence).float()[None, None]
+        confidence = F.interpolate(confidence / 255, size=R, mode="area")[0, 0]
         coeffs = torch.load(folder / "coeffs.pt", weights_only=True)
         mesh = mesh_from_face_model(face_model, coeffs["identity"], coeffs["expression"], coeffs.get("gaze"))
         parts = folder / "uv_eyes_mouth.png"  # the fit's eyes, teeth and sockets (default colours without)
@@ -215,6 +238,7 @@ def run(args, argv: list[str]) -> list[dict]:
                                       np.ascontiguousarray(grey * 255 + 0.5, dtype=np.uint8))
         record = {"face": photo.stem, "fitted": 1, "seam_dE_median": float(np.median(seams)),
                   "seam_dE_p90": float(np.percentile(seams, 90)), "seam_edges": len(seams),
+                  "head_tone_dE": head_tone_difference(atlas, used, confidence),
                   "flat_fill_share": flat_fill_share(atlas, used), "frontal_id_distance": distance,
                   "same_person": float(np.isfinite(distance) and distance < SAME_PERSON_THRESHOLD),
                   "face_px": float(box[3] - box[1])}
@@ -241,6 +265,7 @@ def run(args, argv: list[str]) -> list[dict]:
                      "seam_dE_median": float(np.median([r["seam_dE_median"] for r in fitted])),
                      "seam_dE_p90": float(np.median([r["seam_dE_p90"] for r in fitted])),
                      "seam_edges": fitted[0]["seam_edges"],
+                     "head_tone_dE": float(np.nanmedian([r["head_tone_dE"] for r in fitted])),
                      "flat_fill_share": float(np.mean([r["flat_fill_share"] for r in fitted])),
                      "frontal_id_distance": float(np.nanmean([r["frontal_id_distance"] for r in fitted])),
                      "same_person": float(np.mean([r["same_person"] for r in fitted])),
@@ -250,8 +275,10 @@ def run(args, argv: list[str]) -> list[dict]:
     notes = (
         f"{len(photos)} photos from {args.input_dir}; fitting outputs in {fit_dir}. Seams: CIE76 across every UV "
         "seam edge of the ICT head mesh (both tiles of the atlas), 1.5 texels inside each side; summary row: the "
-        "median over faces of each face's median and 90th percentile. Flat fill: share of used texels whose 5x5 "
-        "standard deviation is below 0.5/255 in every channel. frontal_id_distance: dlib descriptor distance "
+        "median over faces of each face's median and 90th percentile. head_tone_dE: CIE76 between the median "
+        "colours of the atlas's used texels the photo did not show (head tile, face-tile texels of zero confidence) "
+        "and of those it showed (confidence > 0.5); summary: median over faces. Flat fill: share of used texels whose "
+        "5x5 standard deviation is below 0.5/255 in every channel. frontal_id_distance: dlib descriptor distance "
         "between the photo and a frontal uncomposited render (frontal light, grey background; NaN where dlib "
         f"finds no face in the render); same_person: below {SAME_PERSON_THRESHOLD}. face_px: the face box's height "
         "in photo pixels. band_1024 (fits with outputs.uv_1024): RMS in grey levels of the band above 512 texels of "
@@ -259,7 +286,7 @@ def run(args, argv: list[str]) -> list[dict]:
         "uv_albedo.png enlarged (bicubic) and completed at 1024 like the map (skin grain where flat). "
         f"{models.description}"
     )
-    columns = ["face", "fitted", "seam_dE_median", "seam_dE_p90", "seam_edges", "flat_fill_share",
+    columns = ["face", "fitted", "seam_dE_median", "seam_dE_p90", "seam_edges", "head_tone_dE", "flat_fill_share",
                "frontal_id_distance", "same_person", "face_px", "band_1024", "band_1024_enlarged"]
     common.report(name, "The texture asset: seams, flat fill, identity of the uncomposited render", rows, columns,
                   "python -m benchmarks.texture_asset " + " ".join(argv), notes)
