@@ -102,10 +102,11 @@ def _synthetic(args, config) -> tuple[list[dict], list[dict]]:
     face_model = pipeline.face_model
     truths_args = argparse.Namespace(albedo_dir=None, photos=args.photos, textures=2 if args.quick else 12,
                                      quick=args.quick)
-    maps, _ = sg._albedo_truths(truths_args, face_model, pipeline)
+    maps, known, _ = sg._albedo_truths(truths_args, face_model, pipeline)
     preprocessor = Preprocessor(replace(config.preprocess, device=config.device,
                                         checkpoints_dir=config.checkpoints_dir, visualise=False))
-    maker = sg.SceneMaker(face_model, list_images(args.backgrounds), maps, pipeline.uvapm, preprocessor, args.seed)
+    maker = sg.SceneMaker(face_model, list_images(args.backgrounds), maps, pipeline.uvapm, preprocessor, args.seed,
+                          known)
     faces = args.faces if args.faces is not None else (1 if args.quick else 3)
     records, seconds = [], {}
     layouts: dict[int, UVLayout] = {}
@@ -119,7 +120,7 @@ def _synthetic(args, config) -> tuple[list[dict], list[dict]]:
             R = truth.albedo.shape[-1]
             layouts.setdefault(R, UVLayout(face_model, R))
             masks = sg.uv_masks(face_model, truth.params, torch.zeros(1, 3, sg.PHOTO_SIZE, sg.PHOTO_SIZE),
-                                layouts[R])
+                                layouts[R], truth.albedo_known)
             shots.append((f"{name}_view{view}", photo, face, truth, masks, scene))
         if any(s[2] is None for s in shots[:4]):
             logger.warning("synthetic person %d: a render without a detected face; left out", index)

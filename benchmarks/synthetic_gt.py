@@ -31,11 +31,13 @@ deviation per axis; against the 0.71 ambient, 0.28 puts the far side of the
 face in near darkness; noise in [0, 1] units.)
 
 Albedo truth: by default the full unwrapped textures (features included:
-:func:`testing.textures.photo_textures`) of photos of the default models'
-test split (``scripts/default_models/data.split_names``: photos that built
-neither model), ``--textures`` of them; or the maps of ``--albedo_dir``; or
-with ``--albedo_dir uvapm``, maps sampled from the UVAPM's prior (inside the
-model and without features or detail).
+:func:`testing.textures.photo_albedo_truths`) of photos of the default
+models' test split (``scripts/default_models/data.split_names``: photos
+that built neither model), ``--textures`` of them, each scored only where
+its photo showed the face (what else such a texture holds is the photo's
+hair, background or inpainting, which no albedo should reproduce); or the
+maps of ``--albedo_dir``; or with ``--albedo_dir uvapm``, maps sampled from
+the UVAPM's prior (inside the model and without features or detail).
 
 Scores (the functions below take truth and estimate and can be called
 directly), in UV at the true map's resolution:
@@ -133,7 +135,7 @@ from models.shading import sh_shading
 from models.uv_albedo_model import UVAlbedoModel
 from models.uv_layout import UVLayout
 from testing.synthetic import make_synthetic_faces, vertex_error_mm
-from testing.textures import photo_textures
+from testing.textures import photo_albedo_truths
 from utils.errors import ToolkitError
 from utils.image_io import list_images, read_image, write_image
 from utils.runtime import resolve_device, seed_everything
@@ -198,6 +200,8 @@ class GroundTruth:
         albedo: (B, 3, R, R) UV albedo in [0, 1].
         crop_vertices: (B, V, 2) the posed vertices projected into the 224 crop's pixels.
         photo: (B, 3, S, S) the photo the pipeline was given, in [0, 1] (the true camera's view).
+        albedo_known: (B, 1, R, R) 1 where ``albedo`` is the face's albedo (a photo texture's face as its photo
+            showed it, not its hair, background or inpainting), or None where all of it is.
     """
 
     params: FaceParams
@@ -206,6 +210,7 @@ class GroundTruth:
     albedo: torch.Tensor
     crop_vertices: torch.Tensor
     photo: torch.Tensor
+    albedo_known: torch.Tensor | None = None
 
 
 @dataclass
@@ -243,7 +248,8 @@ class UVMasks:
 # ----------------------------------------------------------------------------------------------------------- scoring
 
 
-def uv_masks(face_model: FaceModel, params: FaceParams, crop: torch.Tensor, layout: UVLayout) -> UVMasks:
+def uv_masks(face_model: FaceModel, params: FaceParams, crop: torch.Tensor, layout: UVLayout,
+             known: torch.Tensor | None = None) -> UVMasks:
     """Visible and unseen texels of the true geometry, from the unwrapping confidence.
 
     Args:
@@ -251,9 +257,11 @@ def uv_masks(face_model: FaceModel, params: FaceParams, crop: torch.Tensor, layo
         params: the true parameters.
         crop: (B, 3, S, S) the rendered crop (only its size matters).
         layout: the UV layout at the truth's resolution.
+        known: optional (B, 1, R, R) where the truth is an albedo (:attr:`GroundTruth.albedo_known`); the
+            visible and unseen texels are taken within it.
     """
     confidence = unwrap_texture(face_model, params, crop, None, layout).confidence
-    face = layout.mask[None]
+    face = layout.mask[None] * (1.0 if known is None else known)
     return UVMasks(visible=(confidence > 0.5).float() * face, unseen=(confidence <= 0).float() * face, face=face)
 
 
@@ -403,10 +411,12 @@ class SceneMaker:
     """
 
     def __init__(self, face_model: FaceModel, backgrounds: list[Path], albedo_maps: list[torch.Tensor] | None,
-                 uvapm: UVAlbedoModel, preprocessor: Preprocessor, seed: int):
+                 uvapm: UVAlbedoModel, preprocessor: Preprocessor, seed: int,
+                 albedo_known: list[torch.Tensor] | None = None):
         if not backgrounds:
             raise ToolkitError("no background photos found (see --backgrounds)")
         self.face_model, self.backgrounds, self.albedo_maps = face_model, backgrounds, albedo_maps
+        self.albedo_known = albedo_known
         self.uvapm, self.preprocessor, self.seed = uvapm, preprocessor, seed
 
     def _background(self, rng: np.random.Generator) -> torch.Tensor:
@@ -417,12 +427,14 @@ class SceneMaker:
         crop = cv2.resize(photo[y : y + side, x : x + side], (PHOTO_SIZE, PHOTO_SIZE), interpolation=cv2.INTER_AREA)
         return torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
 
-    def _albedo(self, rng: np.random.Generator) -> torch.Tensor:
+    def _albedo(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """An albedo truth (1, 3, R, R) and where it is known (1, 1, R, R) or None."""
         if self.albedo_maps is None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             with torch.no_grad():
-                return self.uvapm.sample(1, generator).clamp(0, 1).cpu()
-        return self.albedo_maps[rng.integers(len(self.albedo_maps))][None]
+                return self.uvapm.sample(1, generator).clamp(0, 1).cpu(), None
+        index = rng.integers(len(self.albedo_maps))
+        return self.albedo_maps[index][None], None if self.albedo_known is None else self.albedo_known[index][None]
 
     def make(self, level: str, index: int, light_colour: tuple[float, float, float] | None = None,
              occluders: bool = False, yaw_deg: float | None = None, light: torch.Tensor | None = None
@@ -433,10 +445,11 @@ class SceneMaker:
         and ``light`` (1, 27) replaces the SH light (the face, background and noise stay the same)."""
         difficulty = DIFFICULTIES[level]
         rng = np.random.default_rng([self.seed, list(DIFFICULTIES).index(level), index])
+        albedo, known = self._albedo(rng)
         synthetic = make_synthetic_faces(
             self.face_model, 1, seed=int(rng.integers(2**31)), max_yaw_deg=difficulty.max_yaw_deg,
             max_pitch_deg=difficulty.max_pitch_deg, light_strength=difficulty.light_strength,
-            albedo_map=self._albedo(rng), background=self._background(rng), image_size=PHOTO_SIZE, head=True,
+            albedo_map=albedo, background=self._background(rng), image_size=PHOTO_SIZE, head=True,
             light_colour=light_colour, eyes=True, yaw_deg=yaw_deg, light=light,
         )
         clean = synthetic.image[0].permute(1, 2, 0).numpy()
@@ -460,7 +473,7 @@ class SceneMaker:
         truth = GroundTruth(synthetic.params.to("cpu"), synthetic.vertices.cpu(),
                             torch.from_numpy(landmarks).float()[None], synthetic.albedo_map.cpu(),
                             torch.from_numpy(vertices).float()[None],
-                            torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255.0)
+                            torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255.0, known)
         return name, photo, face, truth
 
 
@@ -538,7 +551,8 @@ def _fit_easy_scene(pipeline: Pipeline, maker: SceneMaker, face_model: FaceModel
     resolution = truth.albedo.shape[-1]
     if resolution not in layouts:
         layouts[resolution] = UVLayout(face_model, resolution)
-    masks = uv_masks(face_model, truth.params, torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE), layouts[resolution])
+    masks = uv_masks(face_model, truth.params, torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE), layouts[resolution],
+                     truth.albedo_known)
     if face is None:
         return None, truth, masks, None
     seed_everything(seed)
@@ -626,17 +640,20 @@ def occluder_effect(pipeline: Pipeline, maker: SceneMaker, face_model: FaceModel
     return records, rows
 
 
-def _albedo_truths(args, face_model: FaceModel, pipeline: Pipeline) -> tuple[list[torch.Tensor] | None, str]:
-    """The albedo truths (see the module docstring) and a sentence saying what they are."""
+def _albedo_truths(args, face_model: FaceModel, pipeline: Pipeline
+                   ) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None, str]:
+    """The albedo truths (see the module docstring), where each is known (None: everywhere) and a sentence
+    saying what they are."""
     if args.albedo_dir == "uvapm":
         R = pipeline.uvapm.resolution
-        return None, f"maps sampled from the UVAPM's prior ({R}x{R}, inside the model, without features or detail)"
+        return None, None, (f"maps sampled from the UVAPM's prior ({R}x{R}, inside the model, without features or "
+                            "detail)")
     if args.albedo_dir:
         paths = [p for p in list_images(args.albedo_dir) if not p.stem.endswith("_conf")]
         if not paths:
             raise ToolkitError(f"{args.albedo_dir}: no UV textures found")
         maps = [torch.from_numpy(read_image(p).copy()).permute(2, 0, 1).float() / 255.0 for p in paths]
-        return maps, f"the {len(maps)} UV maps of {args.albedo_dir}"
+        return maps, None, f"the {len(maps)} UV maps of {args.albedo_dir}"
     from scripts.default_models.data import split_names
 
     photos = {p.stem: p for p in list_images(args.photos)}
@@ -644,9 +661,11 @@ def _albedo_truths(args, face_model: FaceModel, pipeline: Pipeline) -> tuple[lis
         raise ToolkitError(f"{args.photos}: no photos for the albedo truths (see --photos or --albedo_dir)")
     count = args.textures if args.textures is not None else (2 if args.quick else 12)
     test = split_names(list(photos), seed=0)["test"][:count]
-    maps = photo_textures(face_model, [photos[n] for n in test], pipeline.dense_points)
-    return maps, (f"full unwrapped textures (features included) of {len(maps)} photos of the default models' test "
-                  f"split ({', '.join(test)})")
+    truths = photo_albedo_truths(face_model, [photos[n] for n in test], pipeline.dense_points)
+    maps, known = [t for t, _ in truths], [k for _, k in truths]
+    return maps, known, (f"full unwrapped textures (features included) of {len(maps)} photos of the default models' "
+                         f"test split ({', '.join(test)}), scored where their photo showed the face (its parse "
+                         "mask unwrapped, confidence > 0.5: not the hair, background or inpainting they also hold)")
 
 
 def _parse_args(argv):
@@ -682,11 +701,11 @@ def run(args, argv: list[str]) -> list[dict]:
         pipeline = Pipeline(config, device)
     face_model = pipeline.face_model if device.type == "cpu" else FaceModel(
         load_installed_face_model(config.face_model))
-    albedo_maps, albedo_note = _albedo_truths(args, face_model, pipeline)
+    albedo_maps, albedo_known, albedo_note = _albedo_truths(args, face_model, pipeline)
     preprocessor = Preprocessor(replace(config.preprocess, device=config.device,
                                         checkpoints_dir=config.checkpoints_dir, visualise=False))
     maker = SceneMaker(face_model, list_images(args.backgrounds), albedo_maps, pipeline.uvapm, preprocessor,
-                       args.seed)
+                       args.seed, albedo_known)
     layouts: dict[int, UVLayout] = {}
     records = []
     out_dir = Path(args.output_dir) if args.output_dir else None
@@ -697,7 +716,7 @@ def run(args, argv: list[str]) -> list[dict]:
         if resolution not in layouts:
             layouts[resolution] = UVLayout(face_model, resolution)
         clean_crop = torch.zeros(1, 3, PHOTO_SIZE, PHOTO_SIZE)  # only its size matters
-        masks = uv_masks(face_model, truth.params, clean_crop, layouts[resolution])
+        masks = uv_masks(face_model, truth.params, clean_crop, layouts[resolution], truth.albedo_known)
         angles = truth.params.angles[0] * 180 / math.pi
         info = {"face": name, "difficulty": level, "pitch_deg": float(angles[0]), "yaw_deg": float(angles[1])}
         if face is None:

@@ -108,6 +108,35 @@ def test_masks_follow_the_pose(ict_model):
     assert symmetry[0] > 0.85 and symmetry[1] < symmetry[0] - 0.2
 
 
+def test_masks_keep_to_where_the_truth_is_known(ict_model, synthetic_truth):
+    """Scores are taken only where the truth is an albedo: a photo texture's hair, background and inpainting
+    are left out of both the visible and the unseen texels."""
+    truth, masks = synthetic_truth
+    known = torch.zeros(2, 1, 64, 64)
+    known[..., 32:, :] = 1.0
+    kept = uv_masks(ict_model, truth.params, truth.photo, UVLayout(ict_model, 64), known)
+    torch.testing.assert_close(kept.visible, masks.visible * known)
+    torch.testing.assert_close(kept.unseen, masks.unseen * known)
+    assert kept.visible.sum() > 0 and kept.unseen.sum() > 0
+
+
+@pytest.mark.slow
+def test_photo_albedo_truths_know_the_face_not_the_hair(ict_model, faces_dir):
+    """A photo texture is known where its photo showed the face: the cheeks, not the texels outside the face
+    region, nor the ears, neck and scalp the texture also holds."""
+    from testing.textures import photo_albedo_truths
+
+    photo = faces_dir / "single" / "0003_d3dfr.jpg"
+    (texture, known), = photo_albedo_truths(ict_model, [photo], resolution=128)
+    assert texture.shape == (3, 128, 128) and known.shape == (1, 128, 128)
+    face = UVLayout(ict_model, 128).mask[0]
+    assert set(known.unique().tolist()) <= {0.0, 1.0}
+    assert (known * (1 - face)).sum() == 0
+    assert 0.15 < float((known * face).sum() / face.sum()) < 0.6  # the layout's face region has ears and neck too
+    assert known[0, 60:72, 36:48].mean() > 0.9  # a cheek
+    assert known[0, 110:].sum() == 0  # the neck
+
+
 def test_lighting_error_is_relative_and_symmetric_in_scale():
     gamma = torch.zeros(1, 27)
     brighter = gamma.clone()
