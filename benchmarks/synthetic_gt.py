@@ -445,9 +445,10 @@ class SceneMaker:
         and ``light`` (1, 27) replaces the SH light (the face, background and noise stay the same)."""
         difficulty = DIFFICULTIES[level]
         rng = np.random.default_rng([self.seed, list(DIFFICULTIES).index(level), index])
-        albedo, known = self._albedo(rng)
+        face_seed = int(rng.integers(2**31))
+        albedo, known = self._albedo(rng)  # drawn after the face's seed, as the scenes always were
         synthetic = make_synthetic_faces(
-            self.face_model, 1, seed=int(rng.integers(2**31)), max_yaw_deg=difficulty.max_yaw_deg,
+            self.face_model, 1, seed=face_seed, max_yaw_deg=difficulty.max_yaw_deg,
             max_pitch_deg=difficulty.max_pitch_deg, light_strength=difficulty.light_strength,
             albedo_map=albedo, background=self._background(rng), image_size=PHOTO_SIZE, head=True,
             light_colour=light_colour, eyes=True, yaw_deg=yaw_deg, light=light,
