@@ -330,8 +330,8 @@ class DetailFitConfig:
             high-frequency detail, added to the coarse albedo; generators
             with additive detail).
         unseen_fade: width, as a share of the map side, of the band over which the seen texels' residual
-            (``full``) fades to zero past what the photo showed, leaving the coarse albedo's completion
-            (0: the residual continued everywhere).
+            (``full``) fades to zero past what the photo showed and the UV model varies, leaving the coarse
+            albedo's completion (0: the residual continued everywhere).
     """
 
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=15, rampdown=0.3))

@@ -18,7 +18,8 @@ the models' albedo (one gain per channel: the photo's structure, the colour
 of the fit's light/skin separation and skin prior), and elsewhere the
 coarse albedo with the generated detail plus the seen texels' difference
 from it, continued by push-pull filling over the confidence (mirrored
-texels count with their mirror's, see :mod:`fitting.unwrap`) and fading to
+texels count with their mirror's, see :mod:`fitting.unwrap`) over the
+texels the UV model varies (``coarse_support``), and past them fading to
 none over a band ``unseen_fade`` of the map side wide, where the coarse
 albedo's own completion (the skin tone) takes over: no seam where the view
 ends, no flat fill, any generator, and the face's darker border ring is not
@@ -66,13 +67,18 @@ class DetailFitter:
         detail_model: a :class:`~models.detail_generator.DetailGenerator` (ours or the paper's).
         networks: optional perceptual network.
         config: stage settings.
+        coarse_support: optional (1, 1, r, r) where the coarse albedo's model varies
+            (:meth:`~models.uv_albedo_model.UVAlbedoModel.support`): the seen residual is continued unfaded
+            there (without it, only over the seen texels).
     """
 
     name = "stage3"
 
     def __init__(self, face_model: FaceModel, detail_model: DetailGenerator,
-                 networks: OptionalNetworks | None = None, config: DetailFitConfig | None = None):
+                 networks: OptionalNetworks | None = None, config: DetailFitConfig | None = None,
+                 coarse_support: torch.Tensor | None = None):
         self.model = face_model
+        self.coarse_support = coarse_support
         self.detail_model = detail_model.eval().requires_grad_(False)
         self.networks = networks or OptionalNetworks()
         self.config = config or DetailFitConfig()
@@ -101,7 +107,8 @@ class DetailFitter:
             confidence = _resize(unwrapped.filled_confidence, gen.resolution)
             models = gen.combine(coarse, generated)
             seen = balanced_to(_resize(unwrapped.filled, gen.resolution), models, confidence)
-            return models + faded_fill(seen - models, confidence, 0.0, self.config.unseen_fade)
+            support = None if self.coarse_support is None else _resize(self.coarse_support, gen.resolution)
+            return models + faded_fill(seen - models, confidence, 0.0, self.config.unseen_fade, keep=support)
         observed = gen.observed_detail(unwrapped.filled)
         if observed is None:
             return None

@@ -161,7 +161,8 @@ class Pipeline:
         if self.uvapm is not None:
             stages.append(AlbedoFitter(model, self.uvapm, self.networks, config.albedo))
             if self.detail_model is not None:
-                stages.append(DetailFitter(model, self.detail_model, self.networks, config.detail))
+                stages.append(DetailFitter(model, self.detail_model, self.networks, config.detail,
+                                           coarse_support=self.uvapm.support()))
         if config.outputs.uv_1024:
             stages.append(HighResolutionAlbedo(model, config.unwrap))
         stages.append(ReRenderEvaluation(model, config.detail_crop_size))

@@ -92,19 +92,22 @@ def push_pull_fill(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return weights * values + (1.0 - weights) * up
 
 
-def faded_fill(values: torch.Tensor, weights: torch.Tensor, anchor: torch.Tensor | float, fade: float) -> torch.Tensor:
+def faded_fill(values: torch.Tensor, weights: torch.Tensor, anchor: torch.Tensor | float, fade: float,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`push_pull_fill` whose continuation fades to ``anchor`` away from the weighted texels.
 
     The filled value is ``anchor + reach * (push_pull - anchor)`` with ``reach = exp(-d / (fade R))``, d the
-    distance in texels to the nearest texel of weight 0.5 or more (and at least the texel's own weight), so
-    the map keeps its values where they are weighted, continues them smoothly across a band about ``fade`` of
-    the map side wide, and is ``anchor`` beyond.
+    distance in texels to the nearest texel of weight (or ``keep``) 0.5 or more, and reach at least the
+    texel's own weight and ``keep``: the map keeps its values where they are weighted, continues them
+    unfaded where ``keep`` says and smoothly across a band about ``fade`` of the map side wide beyond, and is
+    ``anchor`` further out.
 
     Args:
         values: (B, C, R, R).
         weights: (B, 1, R, R) in [0, 1].
         anchor: (B, C, 1, 1) (or broadcastable) value far from the weighted texels.
         fade: the band's e-folding width as a share of the map side; 0 gives :func:`push_pull_fill`.
+        keep: optional (B or 1, 1, R, R) in [0, 1], texels where the continuation is kept as it is.
 
     Returns:
         (B, C, R, R).
@@ -112,10 +115,11 @@ def faded_fill(values: torch.Tensor, weights: torch.Tensor, anchor: torch.Tensor
     filled = push_pull_fill(values, weights)
     if fade <= 0:
         return filled
-    known = (weights >= 0.5).detach().cpu().numpy()[:, 0]
+    near = weights if keep is None else torch.maximum(weights, keep)
+    known = (near >= 0.5).detach().cpu().numpy()[:, 0]
     distance = np.stack([distance_transform_edt(~k) if k.any() else np.full(k.shape, np.inf) for k in known])
     reach = torch.exp(-torch.from_numpy(distance).float().to(values.device)[:, None] / (fade * values.shape[-1]))
-    reach = torch.maximum(reach, weights)
+    reach = torch.maximum(reach, near)
     return anchor + reach * (filled - anchor)
 
 

@@ -196,6 +196,12 @@ def test_stage3_takes_the_seen_texture_where_the_unwrapping_is_confident(ict_mod
     unfaded = DetailFitter(ict_model, generator, config=DetailFitConfig(render_size=64, unseen_fade=0.0))
     torch.testing.assert_close(unfaded._observed_blend(coarse, generated, unwrapped) - models_only,
                                push_pull_fill(balanced - models_only, confidence))
+    support = torch.zeros(1, 1, 64, 64)
+    support[..., :48, :] = 1.0  # where the coarse model varies, the residual is continued as it is
+    kept = DetailFitter(ict_model, generator, config=DetailFitConfig(render_size=64), coarse_support=support)
+    continued = kept._observed_blend(coarse, generated, unwrapped) - models_only
+    torch.testing.assert_close(continued[..., :48, :], push_pull_fill(balanced - models_only, confidence)[..., :48, :])
+    assert continued[..., 48 + int(4 * fade * 64):, :].abs().max() < 0.02 * (balanced - models_only).abs().max()
     unseen, seen_residual = residual[..., 40:, :], (balanced - models_only)[..., :30, :]
     assert (unseen[..., 1:, :] - unseen[..., :-1, :]).abs().mean() < 0.2 * (
         seen_residual[..., 1:, :] - seen_residual[..., :-1, :]).abs().mean()
