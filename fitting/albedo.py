@@ -23,7 +23,7 @@ of the features that its maps had. The continuation fades, over a band
 median over the modelled texels the photo showed as skin): the face's border
 ring (the hairline, the jaw, the cheeks seen at a grazing angle) is darker
 than its skin, and continued as it is it painted ears, neck, scalp and the
-back of the head 10-20 CIELAB units darker than the face.
+back of the head 5-22 CIELAB units darker than the face.
 
 Photos of one person (``batch.groups``) share one set of coefficients, each
 keeping its own light.
